@@ -1,0 +1,159 @@
+"""The job pool: at most N files analysed at once, the rest wait as `pending`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .matching import MATCHED, REVIEW, UNMATCHED, Catalogue
+from .parsing import PriceError, RawItem, TableReadError, extract_items, find_header, parse_price, read_table
+from .store import Store, now_iso
+
+log = logging.getLogger(__name__)
+
+PDF_NOT_SUPPORTED = "PDF is not supported by the reference server"
+# Progress is written at most this often: a row-by-row commit would make
+# large files slow, and pollers ask every few seconds anyway.
+SAVE_INTERVAL_SECONDS = 0.2
+
+
+@dataclass
+class _Tally:
+    total: int
+    processed: int = 0
+    successful: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+
+    def fields(self) -> dict[str, Any]:
+        percentage = 100 * self.processed // self.total if self.total else 0
+        return {
+            "items_total": self.total,
+            "items_processed": self.processed,
+            "progress_percentage": percentage,
+            "successful_extractions": self.successful,
+            "failed_extractions": self.failed,
+            "duplicates_removed": self.duplicates,
+            "items_matched": self.by_status[MATCHED],
+            "items_review": self.by_status[REVIEW],
+            "items_unmatched": self.by_status[UNMATCHED],
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    supplier_id: str
+    file_url: str
+    file_type: str
+
+
+class _Stopped(Exception):
+    """The server is shutting down; the job is left as it is, to be failed at next start."""
+
+
+class JobRunner:
+    def __init__(self, store: Store, catalogue: Catalogue, max_concurrent_jobs: int, row_delay_ms: int = 0) -> None:
+        self._store = store
+        self._catalogue = catalogue
+        self._row_delay = row_delay_ms / 1000
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix="ml-analyze-job")
+
+    def submit(self, job: Job) -> None:
+        self._pool.submit(self._run, job)
+
+    def shutdown(self) -> None:
+        """Stop taking jobs, let running ones stop at the next row, wait for them."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: Job) -> None:
+        try:
+            self._analyse(job)
+        except _Stopped:
+            log.info("job %s stopped by shutdown", job.job_id)
+        except Exception as exc:  # a bug must fail the job, not leave it processing
+            log.exception("job %s crashed", job.job_id)
+            self._fail(job, f"Internal error: {exc}")
+
+    def _check_stop(self, delay: float = 0.0) -> None:
+        if self._stop.wait(delay) if delay else self._stop.is_set():
+            raise _Stopped
+
+    def _fail(self, job: Job, message: str) -> None:
+        log.info("job %s failed: %s", job.job_id, message)
+        self._store.save(job.job_id, {"status": "failed", "completed_at": now_iso()}, problems=[(None, message)])
+
+    def _analyse(self, job: Job) -> None:
+        self._check_stop()
+        self._store.save(job.job_id, {"status": "processing", "phase": "parsing", "started_at": now_iso()})
+        if job.file_type == "pdf":
+            self._fail(job, PDF_NOT_SUPPORTED)
+            return
+        try:
+            rows = read_table(job.file_url, job.file_type)
+        except (OSError, TableReadError) as exc:
+            self._fail(job, str(exc))
+            return
+        header = find_header(rows)
+        if header is None:
+            self._fail(job, "No header row with a name and a price column in the first rows of the first sheet")
+            return
+        raw_items = list(extract_items(rows, header))
+        tally = _Tally(total=len(raw_items))
+        self._store.save(job.job_id, {"phase": "matching", **tally.fields()})
+
+        items: list[tuple[Any, ...]] = []
+        problems: list[tuple[int | None, str]] = []
+        seen: set[tuple[str, str | None, float]] = set()
+        last_save = time.monotonic()
+        for raw in raw_items:
+            self._check_stop(self._row_delay)
+            problem = self._process_row(job, raw, tally, seen, items)
+            if problem:
+                problems.append((raw.row_number, problem))
+            tally.processed += 1
+            if time.monotonic() - last_save >= SAVE_INTERVAL_SECONDS:
+                self._store.save(job.job_id, tally.fields(), items, problems)
+                items, problems, last_save = [], [], time.monotonic()
+
+        done = {**tally.fields(), "status": "completed", "phase": "done", "progress_percentage": 100,
+                "completed_at": now_iso()}
+        self._store.save(job.job_id, done, items, problems)
+        log.info("job %s completed: %s", job.job_id, tally.fields())
+
+    def _process_row(
+        self,
+        job: Job,
+        raw: RawItem,
+        tally: _Tally,
+        seen: set[tuple[str, str | None, float]],
+        items: list[tuple[Any, ...]],
+    ) -> str | None:
+        """Clean, deduplicate and match one row; return its problem, if any."""
+        try:
+            price = parse_price(raw.price)
+        except PriceError as exc:
+            tally.failed += 1
+            return f"Row {raw.row_number}: {exc}"
+        if price is None:
+            tally.failed += 1
+            return f"Row {raw.row_number}: price is missing"
+        key = (raw.name.casefold(), raw.sku, price)
+        if key in seen:
+            tally.duplicates += 1
+            return None
+        seen.add(key)
+        match = self._catalogue.match(raw.name)
+        tally.successful += 1
+        tally.by_status[match.status] += 1
+        items.append((job.supplier_id, job.job_id, raw.row_number, raw.name, raw.sku, price, raw.category,
+                      raw.brand, raw.unit, match.status, match.product, match.score))
+        return None

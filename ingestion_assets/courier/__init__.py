@@ -1,0 +1,1 @@
+"""Per-supplier assets: raw_download → shared_file (→ ml_analysis_result)."""

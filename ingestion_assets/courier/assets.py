@@ -1,0 +1,188 @@
+"""raw_download and shared_file, one partition per supplier. Logic lives in fetching/ and handoff/."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Backoff,
+    DataVersion,
+    Failure,
+    Jitter,
+    MetadataValue,
+    Output,
+    RetryPolicy,
+    asset,
+)
+
+from ..fetching.errors import FetchError
+from ..fetching.fetcher import FetchedFile
+from ..fetching.redact import redact_url
+from ..fetching.streaming import human_size
+from ..handoff.atomic import file_md5
+from ..handoff.shared_volume import HandedOffFile, HandOffError
+from ..handoff.sidecar import FileMetadata
+from ..partitions import suppliers
+from ..registry.models import Registry, Supplier
+from ..resources import FetchResource, SharedVolumeResource
+
+# 5xx, timeouts, dropped connections: 3 retries, 1 s → 2 s → 4 s, with jitter.
+DOWNLOAD_RETRY = RetryPolicy(
+    max_retries=3, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
+
+
+@dataclass(frozen=True)
+class RawDownload:
+    """What raw_download hands to shared_file: the staged bytes and whose they are."""
+
+    supplier: Supplier
+    file: FetchedFile
+    source_url: str  # redacted
+    downloaded_at: str
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """What the ML hand-off needs: the file on the shared volume and how ml-analyze sees it."""
+
+    supplier: Supplier
+    handed_off: HandedOffFile
+    ml_path: str
+
+
+def describe(supplier: Supplier, source: str) -> str:
+    return f"Supplier '{supplier.name}' ({supplier.key}), source {source}"
+
+
+def supplier_from_registry(registry: Registry, key: str) -> Supplier:
+    supplier = registry.get(key)
+    if supplier is None:
+        raise Failure(
+            f"Supplier '{key}' is not in the master sheet any more (or its row was refused): "
+            "nothing to fetch. Check the supplier_registry asset's problems.",
+            allow_retries=False,
+        )
+    return supplier
+
+
+@asset(
+    partitions_def=suppliers,
+    group_name="suppliers",
+    kinds={"python"},
+    retry_policy=DOWNLOAD_RETRY,
+    pool="supplier_downloads",
+)
+def raw_download(
+    context: AssetExecutionContext, supplier_registry: Registry, fetch: FetchResource
+) -> Output[RawDownload]:
+    """The supplier's file, byte for byte, streamed into the courier's staging folder."""
+    supplier = supplier_from_registry(supplier_registry, context.partition_key)
+    source = redact_url(supplier.source_url)
+    context.log.info(f"{describe(supplier, source)}: fetching ({supplier.format})")
+
+    def progress(done: int, total: int | None) -> None:
+        context.log.info(
+            f"{supplier.key}: {human_size(done)} / {human_size(total) if total else '?'}"
+        )
+
+    try:
+        fetched = fetch.fetcher().fetch(
+            supplier.source_url, supplier.format, fetch.staging_dir(supplier.key), progress
+        )
+    except FetchError as exc:
+        raise Failure(
+            f"{describe(supplier, source)}: {exc}",
+            allow_retries=exc.retryable,
+            metadata={"supplier": supplier.name, "source_url": source, "retryable": exc.retryable},
+        ) from exc
+    downloaded = RawDownload(
+        supplier, fetched, source, dt.datetime.now(dt.timezone.utc).isoformat()
+    )
+    return Output(
+        downloaded,
+        data_version=DataVersion(fetched.md5),
+        metadata={
+            "supplier": supplier.name,
+            "supplier_id": supplier.supplier_id,
+            "source_type": f"{supplier.format} ({fetched.source_type})",
+            "source_url": source,
+            "original_filename": fetched.original_filename,
+            "size_bytes": fetched.size,
+            "size": human_size(fetched.size),
+            "checksum_md5": fetched.md5,
+            "file_type": fetched.kind.file_type,
+            "content_type": fetched.content_type or "unknown",
+            "duration_s": round(fetched.seconds, 3),
+            "mb_per_s": round(fetched.mb_per_s, 2),
+            "staged_copy": MetadataValue.path(str(fetched.path)),
+        },
+    )
+
+
+@asset(
+    partitions_def=suppliers,
+    group_name="suppliers",
+    kinds={"python"},
+    check_specs=[AssetCheckSpec("checksum_matches_sidecar", asset="shared_file")],
+)
+def shared_file(
+    context: AssetExecutionContext, raw_download: RawDownload, shared_volume: SharedVolumeResource
+):
+    """The hand-off: the file on the shared volume (atomic write) with its `.meta.json` sidecar.
+    The same content already handed off for this supplier is reused, not copied again."""
+    supplier, fetched = raw_download.supplier, raw_download.file
+    if not fetched.path.is_file():
+        raise Failure(
+            f"{describe(supplier, raw_download.source_url)}: the downloaded copy {fetched.path} is gone "
+            "(removed by the clean-up?); materialize raw_download again.",
+            allow_retries=False,
+        )
+    metadata = FileMetadata(
+        original_filename=fetched.original_filename,
+        source_url=raw_download.source_url,
+        source_type=supplier.format,
+        supplier_id=supplier.supplier_id,
+        supplier_name=supplier.name,
+        file_type=fetched.kind.file_type,
+        mime_type=fetched.kind.mime_type,
+        file_size_bytes=fetched.size,
+        checksum_md5=fetched.md5,
+        downloaded_at=raw_download.downloaded_at,
+        downloaded_by="supplier-courier",
+        job_id=context.run_id,
+    )
+    volume = shared_volume.volume()
+    try:
+        handed = volume.hand_off(fetched.path, metadata, fetched.kind.extension)
+    except HandOffError as exc:
+        raise Failure(
+            f"{describe(supplier, raw_download.source_url)}: {exc}", allow_retries=exc.retryable
+        ) from exc
+    context.log.info(
+        f"{supplier.key}: {'reused' if handed.reused else 'handed off'} {handed.path.name}"
+    )
+    written_md5 = file_md5(handed.path)
+    yield Output(
+        SharedFile(supplier, handed, shared_volume.path_for_ml(handed.path)),
+        data_version=DataVersion(fetched.md5),
+        metadata={
+            "supplier": supplier.name,
+            "path": MetadataValue.path(str(handed.path)),
+            "sidecar": MetadataValue.path(str(handed.sidecar_path)),
+            "path_for_ml_analyze": shared_volume.path_for_ml(handed.path),
+            "reused_existing_file": handed.reused,
+            "size_bytes": fetched.size,
+            "checksum_md5": fetched.md5,
+            "file_type": fetched.kind.file_type,
+            "handed_off_by_run": handed.metadata.job_id,
+            "duration_s": round(handed.seconds, 3),
+        },
+    )
+    yield AssetCheckResult(
+        check_name="checksum_matches_sidecar",
+        passed=written_md5 == handed.metadata.checksum_md5 == fetched.md5,
+        metadata={"file_md5": written_md5, "sidecar_md5": handed.metadata.checksum_md5},
+    )

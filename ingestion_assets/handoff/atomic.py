@@ -1,0 +1,58 @@
+"""Atomic writes: a hidden temp file in the same directory, fsync, rename, fsync the directory.
+
+Another service watching the folder sees either nothing or the whole file, never a part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+CHUNK = 1024 * 1024
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(target: Path, chunks: Iterable[bytes], expected_md5: str | None = None) -> None:
+    """Write `chunks` to `target` atomically; with `expected_md5`, verify the written bytes first."""
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected_md5 is not None:
+            written = file_md5(temp)
+            if written != expected_md5:
+                raise OSError(f"checksum mismatch after write: {written} != {expected_md5}")
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_copy(source: Path, target: Path, expected_md5: str) -> None:
+    with source.open("rb") as handle:
+        atomic_write(target, iter(lambda: handle.read(CHUNK), b""), expected_md5)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,28 @@
+"""Safe file names on the shared volume, whatever the supplier or their server called the file."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+MAX_NAME_BYTES = (
+    120  # the whole name, with its `{uuid}_{epoch_ms}_` prefix and `.meta.json`, stays < 255
+)
+_UNSAFE = re.compile(r"[^\w.()+-]+")
+
+
+def sanitize_filename(raw: str, extension: str) -> str:
+    """Keep letters of any script, digits and `._-()+`; no path, no control characters.
+
+    The result has no directory part, does not start with a dot, fits in MAX_NAME_BYTES
+    of UTF-8 and ends with `extension` (the type the bytes really are).
+    """
+    name = unicodedata.normalize("NFC", raw or "")
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE.sub("_", name).strip("._ ")
+    stem = name[: -len(extension)] if name.lower().endswith(extension) else name
+    stem = stem.rstrip("._ ") or "price-list"
+    while len((stem + extension).encode("utf-8")) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return stem.rstrip("._ ") + extension

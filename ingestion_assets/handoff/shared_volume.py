@@ -1,0 +1,78 @@
+"""Hand a staged file over to the shared volume, with its sidecar, or reuse an identical one."""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_copy, atomic_write, file_md5
+from .naming import sanitize_filename
+from .sidecar import SIDECAR_SUFFIX, FileMetadata
+
+
+class HandOffError(Exception):
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class HandedOffFile:
+    path: Path
+    sidecar_path: Path
+    metadata: FileMetadata
+    reused: bool
+    seconds: float
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+@dataclass(frozen=True)
+class SharedVolume:
+    root: Path
+
+    def hand_off(self, staged: Path, metadata: FileMetadata, extension: str) -> HandedOffFile:
+        """Put `staged` on the volume as `{supplier_id}_{epoch_ms}_{name}` plus its sidecar."""
+        started = time.monotonic()
+        existing = self.find(metadata.supplier_id, metadata.checksum_md5)
+        if existing is not None:
+            return existing
+        name = sanitize_filename(metadata.original_filename, extension)
+        target = self.root / f"{metadata.supplier_id}_{time.time_ns() // 1_000_000}_{name}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_copy(staged, target, metadata.checksum_md5)
+            body = metadata.model_dump_json(indent=2).encode("utf-8")
+            atomic_write(sidecar_path(target), [body])
+        except OSError as exc:
+            target.unlink(missing_ok=True)
+            raise HandOffError(
+                f"cannot write to the shared folder {self.root}: {exc.strerror or exc}",
+                retryable=exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO),
+            ) from exc
+        return HandedOffFile(
+            target, sidecar_path(target), metadata, False, time.monotonic() - started
+        )
+
+    def find(self, supplier_id: str, md5: str) -> HandedOffFile | None:
+        """The newest intact file of this supplier with this checksum, if one is still there."""
+        started = time.monotonic()
+        for sidecar in sorted(self.root.glob(f"{supplier_id}_*{SIDECAR_SUFFIX}"), reverse=True):
+            try:
+                metadata = FileMetadata.model_validate(json.loads(sidecar.read_text("utf-8")))
+            except (OSError, ValueError):
+                continue
+            path = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
+            if (
+                metadata.checksum_md5 == md5
+                and path.is_file()
+                and path.stat().st_size == metadata.file_size_bytes
+                and file_md5(path) == md5
+            ):
+                return HandedOffFile(path, sidecar, metadata, True, time.monotonic() - started)
+        return None

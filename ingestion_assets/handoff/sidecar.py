@@ -1,0 +1,22 @@
+"""The `.meta.json` sidecar ml-analyze reads beside each handed-off file."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+SIDECAR_SUFFIX = ".meta.json"
+
+
+class FileMetadata(BaseModel):
+    original_filename: str
+    source_url: str  # credentials and tokens redacted
+    source_type: str
+    supplier_id: str
+    supplier_name: str
+    file_type: str  # excel | csv | pdf
+    mime_type: str
+    file_size_bytes: int
+    checksum_md5: str
+    downloaded_at: str  # ISO 8601, UTC
+    downloaded_by: str
+    job_id: str  # the Dagster run id

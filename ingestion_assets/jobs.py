@@ -1,0 +1,18 @@
+"""Jobs: the master sync, one supplier's sync (a partition of the supplier assets)."""
+
+from dagster import AssetSelection, define_asset_job
+
+from .partitions import suppliers
+
+master_sync_job = define_asset_job(
+    "master_sync",
+    selection=AssetSelection.assets("supplier_registry"),
+    description="Read the master sheet; the partitions sensor then syncs every active supplier.",
+)
+
+supplier_sync_job = define_asset_job(
+    "supplier_sync",
+    selection=AssetSelection.assets("raw_download", "shared_file"),
+    partitions_def=suppliers,
+    description="Fetch one supplier's file and hand it off to the shared volume.",
+)

@@ -1,0 +1,62 @@
+"""The clean-up job and the schedules."""
+
+import os
+from pathlib import Path
+
+from dagster import (
+    DefaultScheduleStatus,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    ScheduleDefinition,
+    job,
+    op,
+)
+
+from .handoff.cleanup import clean_shared_folder, clean_staging_folder
+from .jobs import master_sync_job
+from .resources import FetchResource, SharedVolumeResource
+
+
+@op
+def remove_expired_files(
+    context: OpExecutionContext, shared_volume: SharedVolumeResource, fetch: FetchResource
+):
+    """Remove shared files older than FILE_CLEANUP_TTL_HOURS with their sidecars, stale temp
+    files, and old staged downloads (each supplier's newest copy stays)."""
+    ttl = shared_volume.cleanup_ttl_hours
+    shared = clean_shared_folder(shared_volume.volume().root, ttl)
+    staged = clean_staging_folder(Path(fetch.downloads_dir), ttl)
+    for name in shared.removed + staged.removed:
+        context.log.info(f"removed {name}")
+    for error in shared.errors + staged.errors:
+        context.log.warning(f"could not remove {error}")
+    return Output(
+        None,
+        metadata={
+            "shared_files_removed": len(shared.removed),
+            "staged_files_removed": len(staged.removed),
+            "bytes_freed": shared.bytes_freed + staged.bytes_freed,
+            "kept_in_use": len(shared.kept_in_use),
+            "errors": len(shared.errors) + len(staged.errors),
+            "removed": MetadataValue.json(shared.removed + staged.removed),
+        },
+    )
+
+
+@job(description="Remove expired files from the shared volume and the staging folder.")
+def shared_file_cleanup():
+    remove_expired_files()
+
+
+cleanup_schedule = ScheduleDefinition(
+    job=shared_file_cleanup,
+    cron_schedule="0 */6 * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+
+master_sync_schedule = ScheduleDefinition(
+    job=master_sync_job,
+    cron_schedule=f"0 */{int(os.environ.get('SYNC_INTERVAL_HOURS', '8'))} * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
+)

@@ -1,0 +1,56 @@
+"""Registry → partitions and runs. Cursor: the storage id of the last registry handled."""
+
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from ..jobs import master_sync_job, supplier_sync_job
+from ..partitions import suppliers
+
+REGISTRY = AssetKey("supplier_registry")
+
+
+@sensor(
+    job=supplier_sync_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=10
+)
+def supplier_partitions_sensor(context: SensorEvaluationContext):
+    """Each new supplier_registry: add new suppliers as partitions, request one run per active
+    supplier. Removed or inactive suppliers keep their partition and history, and are not synced."""
+    records = context.instance.fetch_materializations(REGISTRY, limit=1).records
+    if not records or records[0].storage_id <= int(context.cursor or 0):
+        return SkipReason("no new supplier_registry materialization")
+    record = records[0]
+    metadata = record.asset_materialization.metadata
+    all_keys = metadata["supplier_keys"].value
+    active_keys = metadata["active_supplier_keys"].value
+    known = set(context.instance.get_dynamic_partitions(suppliers.name))
+    new_keys = [key for key in all_keys if key not in known]
+    return SensorResult(
+        dynamic_partitions_requests=[suppliers.build_add_request(new_keys)] if new_keys else [],
+        run_requests=[
+            RunRequest(
+                partition_key=key,
+                # unique per registry materialization: the next sync gets new runs
+                run_key=f"registry-{record.storage_id}-{key}",
+                tags={"courier/trigger": "master_sync", "courier/registry_run": record.run_id},
+            )
+            for key in active_keys
+        ],
+        cursor=str(record.storage_id),
+    )
+
+
+@sensor(
+    job=master_sync_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30
+)
+def initial_master_sync_sensor(context: SensorEvaluationContext):
+    """A fresh instance syncs the master sheet at once, without waiting for the schedule."""
+    if context.instance.fetch_materializations(REGISTRY, limit=1).records:
+        return SkipReason("the master sheet has been synced before")
+    return RunRequest(run_key="initial-master-sync", tags={"courier/trigger": "first_start"})

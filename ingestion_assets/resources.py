@@ -1,0 +1,106 @@
+"""Typed resources, fed from environment variables (see .env.example for each one)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource, EnvVar
+
+from .fetching.fetcher import SourceFetcher
+from .fetching.streaming import FetchLimits
+from .fetching.url_guard import UrlGuard
+from .handoff.shared_volume import SharedVolume
+
+DEV_DATA = Path(".data")
+
+
+class MasterSheetResource(ConfigurableResource):
+    """Where the list of suppliers lives: a Google Sheet URL, an export URL, a CSV/XLSX path or URL."""
+
+    url: str = str(DEV_DATA / "demo" / "master_sheet.csv")
+    worksheet: str = "Suppliers"
+
+
+class FetchResource(ConfigurableResource):
+    """How suppliers' files are fetched, and the guards around it."""
+
+    max_file_size_mb: int = 50
+    connect_timeout_seconds: int = 10
+    read_timeout_seconds: int = 30
+    download_deadline_seconds: int = 600
+    ssrf_allowed_hosts: str = ""  # comma-separated hosts, addresses or CIDRs; empty = none
+    local_sources_root: str = ""  # local source files are only read under this folder
+    google_credentials_path: str = ""  # service-account JSON, for private Google Sheets
+    downloads_dir: str = str(DEV_DATA / "downloads")  # staging: the courier's own copies
+
+    def fetcher(self) -> SourceFetcher:
+        return SourceFetcher(
+            limits=FetchLimits(
+                max_bytes=self.max_file_size_mb * 1024 * 1024,
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+                deadline=self.download_deadline_seconds,
+            ),
+            guard=UrlGuard.from_csv(self.ssrf_allowed_hosts),
+            local_sources_root=self.local_sources_root or None,
+            google_credentials_path=self.google_credentials_path or None,
+        )
+
+    def staging_dir(self, supplier_key: str) -> Path:
+        return Path(self.downloads_dir).resolve() / supplier_key
+
+
+class SharedVolumeResource(ConfigurableResource):
+    """The folder shared with ml-analyze, as the courier mounts it and as ml-analyze does."""
+
+    uploads_dir: str = str(DEV_DATA / "shared" / "uploads")
+    ml_uploads_dir: str = ""  # empty: ml-analyze mounts it at the same path
+    cleanup_ttl_hours: int = 24
+
+    def volume(self) -> SharedVolume:
+        return SharedVolume(Path(self.uploads_dir).resolve())
+
+    def path_for_ml(self, path: Path) -> str:
+        """The same file as ml-analyze sees it."""
+        if not self.ml_uploads_dir:
+            return str(path)
+        return str(Path(self.ml_uploads_dir) / path.relative_to(self.volume().root))
+
+
+def _env(name: str, default=None, *, as_int: bool = False):
+    """EnvVar when the variable is set (the UI shows where a value came from), else the default."""
+    if name not in os.environ:
+        return default
+    return EnvVar.int(name) if as_int else EnvVar(name)
+
+
+def _configured(resource_cls, **fields):
+    return resource_cls(**{k: v for k, v in fields.items() if v is not None})
+
+
+def resources_from_env() -> dict:
+    return {
+        "master_sheet": _configured(
+            MasterSheetResource,
+            url=_env("MASTER_SHEET_URL"),
+            worksheet=_env("MASTER_SHEET_WORKSHEET"),
+        ),
+        "fetch": _configured(
+            FetchResource,
+            max_file_size_mb=_env("MAX_FILE_SIZE_MB", as_int=True),
+            connect_timeout_seconds=_env("CONNECT_TIMEOUT_SECONDS", as_int=True),
+            read_timeout_seconds=_env("READ_TIMEOUT_SECONDS", as_int=True),
+            download_deadline_seconds=_env("DOWNLOAD_DEADLINE_SECONDS", as_int=True),
+            ssrf_allowed_hosts=_env("SSRF_ALLOWED_HOSTS"),
+            local_sources_root=_env("LOCAL_SOURCES_ROOT"),
+            google_credentials_path=_env("GOOGLE_CREDENTIALS_PATH"),
+            downloads_dir=_env("DOWNLOADS_DIR"),
+        ),
+        "shared_volume": _configured(
+            SharedVolumeResource,
+            uploads_dir=_env("SHARED_UPLOADS_DIR"),
+            ml_uploads_dir=_env("ML_SHARED_UPLOADS_DIR"),
+            cleanup_ttl_hours=_env("FILE_CLEANUP_TTL_HOURS", as_int=True),
+        ),
+    }
