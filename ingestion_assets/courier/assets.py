@@ -57,6 +57,11 @@ def describe(supplier: Supplier, source: str) -> str:
     return f"Supplier '{supplier.name}' ({supplier.key}), source {source}"
 
 
+def no_run_retry(context: AssetExecutionContext) -> None:
+    """A permanent cause (404, too large, SSRF refusal) will not heal: keep run retries off it."""
+    context.instance.add_run_tags(context.run_id, {"dagster/retry_on_asset_or_op_failure": "false"})
+
+
 def supplier_from_registry(registry: Registry, key: str) -> Supplier:
     supplier = registry.get(key)
     if supplier is None:
@@ -93,6 +98,8 @@ def raw_download(
             supplier.source_url, supplier.format, fetch.staging_dir(supplier.key), progress
         )
     except FetchError as exc:
+        if not exc.retryable:
+            no_run_retry(context)
         raise Failure(
             f"{describe(supplier, source)}: {exc}",
             allow_retries=exc.retryable,

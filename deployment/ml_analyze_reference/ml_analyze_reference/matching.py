@@ -25,8 +25,7 @@ class Match:
 class Catalogue:
     def __init__(self, names: list[str]) -> None:
         self.names = names
-        # Lowercased, punctuation folded to spaces: done once, not per item.
-        self._choices = [utils.default_process(name) for name in names]
+        self._choices = [_comparable(name) for name in names]
 
     @classmethod
     def from_csv(cls, path: str | Path | None = None) -> Catalogue:
@@ -41,7 +40,7 @@ class Catalogue:
         return cls([row["name"].strip() for row in rows if (row["name"] or "").strip()])
 
     def match(self, name: str) -> Match:
-        query = utils.default_process(name)
+        query = _comparable(name)
         best = process.extractOne(query, self._choices, scorer=fuzz.token_set_ratio, processor=None)
         if not query or best is None:
             return Match(UNMATCHED, None, 0.0)
@@ -51,3 +50,8 @@ class Catalogue:
         if score >= REVIEW_SCORE:
             return Match(REVIEW, self.names[index], score)
         return Match(UNMATCHED, None, score)
+
+
+def _comparable(name: str) -> str:
+    """Lowercased, punctuation folded to spaces, ё as е (suppliers write either)."""
+    return utils.default_process(name).replace("ё", "е")

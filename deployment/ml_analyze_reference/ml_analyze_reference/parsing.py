@@ -32,12 +32,22 @@ MAX_LABEL_LENGTH = 60
 # more specific fields. Within a field a lower rank wins ("Цена опт" over
 # "РРЦ").
 _FIELD_PATTERNS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
-    ("price", ((r"\bцен", r"\bстоимост", r"\bprice", r"\bcost"), (r"\bопт", r"\bwholesale"), (r"\bррц", r"\brrp", r"\bmsrp"))),
+    (
+        "price",
+        (
+            (r"\bцен", r"\bстоимост", r"\bprice", r"\bcost"),
+            (r"\bопт", r"\bwholesale"),
+            (r"\bррц", r"\brrp", r"\bmsrp"),
+        ),
+    ),
     ("sku", ((r"\bартикул", r"\bsku", r"\bart", r"\bарт\b"), (r"\bкод", r"\bcode"))),
     ("category", ((r"\bкатегор", r"\bcategor"), (r"\bгрупп", r"\bgroup", r"\bраздел"))),
     ("brand", ((r"\bбренд", r"\bbrand"), (r"\bпроизводител", r"\bmanufacturer", r"\bмарка\b"))),
     ("unit", ((r"\bед\b", r"\bединиц", r"\bunit", r"\buom\b"),)),
-    ("name", ((r"\bнаименован", r"\bназван", r"\bname"), (r"\bтовар", r"\bproduct", r"\bноменклатур"))),
+    (
+        "name",
+        ((r"\bнаименован", r"\bназван", r"\bname"), (r"\bтовар", r"\bproduct", r"\bноменклатур")),
+    ),
 )
 _FIELD_REGEXES = [
     (field, rank, re.compile(pattern))
@@ -48,9 +58,10 @@ _FIELD_REGEXES = [
 # A barcode column says "код" but is not the supplier's article number.
 _IGNORED_LABEL = re.compile(r"\bштрих|barcode|\bean\b|\bgtin\b")
 
+# What may stand before or after the digits of a price, dots dropped ("руб." is "руб").
 CURRENCY_MARKS = frozenset(
-    {"", "₽", "$", "€", "£", "¥", "₴", "₸", "руб", "р", "rub", "rur", "usd", "eur",
-     "byn", "byr", "kzt", "uah", "грн", "тг", "уе"}
+    {"", "₽", "$", "€", "£", "¥", "₴", "₸", "руб", "р", "rub", "rur", "usd", "eur"}
+    | {"byn", "byr", "kzt", "uah", "грн", "тг", "уе"}
 )
 _PRICE_TEXT = re.compile(r"(?P<pre>\D*?)(?P<num>\d[\d.,']*)(?P<post>\D*)")
 
@@ -137,7 +148,7 @@ def read_csv(path: Path) -> list[Row]:
 def decode_csv(data: bytes) -> str:
     """UTF-8 (with or without BOM), else cp1251, the usual Russian Excel export."""
     if data.startswith(codecs.BOM_UTF8):
-        return data[len(codecs.BOM_UTF8):].decode("utf-8", errors="replace")
+        return data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -213,7 +224,11 @@ def find_header(rows: Sequence[Row]) -> Header | None:
     best: tuple[int, dict[str, int]] | None = None
     for index, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
         columns = map_columns(row)
-        if "name" in columns and "price" in columns and (best is None or len(columns) > len(best[1])):
+        if (
+            "name" in columns
+            and "price" in columns
+            and (best is None or len(columns) > len(best[1]))
+        ):
             best = (index, columns)
     if best is None:
         return None
@@ -314,7 +329,9 @@ def parse_price(value: Cell) -> float | None:
     if not compact:
         return None
     match = _PRICE_TEXT.fullmatch(compact)
-    if match is None or not all(match[side].replace(".", "") in CURRENCY_MARKS for side in ("pre", "post")):
+    if match is None or not all(
+        match[side].replace(".", "") in CURRENCY_MARKS for side in ("pre", "post")
+    ):
         raise PriceError(value)
     try:
         return float(_decimal_point(match["num"]))

@@ -69,12 +69,36 @@ CREATE INDEX IF NOT EXISTS items_by_job ON items (job_id);
 
 # Columns a worker may set; also keeps column names out of reach of input.
 _JOB_FIELDS = frozenset(
-    {"status", "phase", "progress_percentage", "items_processed", "items_total",
-     "successful_extractions", "failed_extractions", "duplicates_removed",
-     "items_matched", "items_review", "items_unmatched", "started_at", "completed_at"}
+    {
+        "status",
+        "phase",
+        "progress_percentage",
+        "items_processed",
+        "items_total",
+        "successful_extractions",
+        "failed_extractions",
+        "duplicates_removed",
+        "items_matched",
+        "items_review",
+        "items_unmatched",
+        "started_at",
+        "completed_at",
+    }
 )
-ITEM_COLUMNS = ("supplier_id", "job_id", "row_number", "name", "sku", "price", "category",
-                "brand", "unit", "match_status", "matched_product", "score")
+ITEM_COLUMNS = (
+    "supplier_id",
+    "job_id",
+    "row_number",
+    "name",
+    "sku",
+    "price",
+    "category",
+    "brand",
+    "unit",
+    "match_status",
+    "matched_product",
+    "score",
+)
 
 
 def now_iso() -> str:
@@ -115,10 +139,15 @@ class Store:
             row = self._conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
-            messages = [r[0] for r in self._conn.execute(
-                "SELECT message FROM problems WHERE job_id = ? ORDER BY id LIMIT ?",
-                (job_id, MAX_ERRORS_IN_STATUS + 1),
-            )]
+            # Job-level problems (no row) first, so the cap never hides why a job failed.
+            messages = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT message FROM problems WHERE job_id = ?"
+                    " ORDER BY row_number IS NOT NULL, id LIMIT ?",
+                    (job_id, MAX_ERRORS_IN_STATUS + 1),
+                )
+            ]
             total = len(messages)
             if total > MAX_ERRORS_IN_STATUS:
                 (total,) = self._conn.execute(
@@ -169,9 +198,12 @@ class Store:
     def fail_interrupted(self) -> int:
         """Mark jobs a previous run left pending or processing as failed; return how many."""
         with self._lock, self._conn:
-            stale = [r[0] for r in self._conn.execute(
-                "SELECT job_id FROM jobs WHERE status IN ('pending', 'processing')"
-            )]
+            stale = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT job_id FROM jobs WHERE status IN ('pending', 'processing')"
+                )
+            ]
             self._conn.executemany(
                 "UPDATE jobs SET status = 'failed', completed_at = ? WHERE job_id = ?",
                 ((now_iso(), job_id) for job_id in stale),

@@ -30,12 +30,18 @@ def parse_analyze_request(body: bytes) -> tuple[AnalyzeRequest | None, list[dict
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         position = getattr(exc, "pos", 0)
-        return None, [_error("json_invalid", ["body", position], "JSON decode error", {}, error=str(exc))]
+        return None, [
+            _error("json_invalid", ["body", position], "JSON decode error", {}, error=str(exc))
+        ]
     if not isinstance(data, dict):
-        return None, [_error(
-            "model_attributes_type", ["body"],
-            "Input should be a valid dictionary or object to extract fields from", data,
-        )]
+        return None, [
+            _error(
+                "model_attributes_type",
+                ["body"],
+                "Input should be a valid dictionary or object to extract fields from",
+                data,
+            )
+        ]
 
     errors: list[dict[str, Any]] = []
     for name in ("file_url", "supplier_id", "file_type"):
@@ -44,30 +50,46 @@ def parse_analyze_request(body: bytes) -> tuple[AnalyzeRequest | None, list[dict
 
     file_url = data.get("file_url")
     if "file_url" in data and not isinstance(file_url, str):
-        errors.append(_error("string_type", ["body", "file_url"], "Input should be a valid string", file_url))
+        errors.append(
+            _error("string_type", ["body", "file_url"], "Input should be a valid string", file_url)
+        )
 
     supplier_id = data.get("supplier_id")
     if "supplier_id" in data:
         if not isinstance(supplier_id, str):
-            errors.append(_error(
-                "uuid_type", ["body", "supplier_id"], "UUID input should be a string, bytes or UUID object",
-                supplier_id,
-            ))
+            errors.append(
+                _error(
+                    "uuid_type",
+                    ["body", "supplier_id"],
+                    "UUID input should be a string, bytes or UUID object",
+                    supplier_id,
+                )
+            )
         else:
             try:
                 supplier_id = str(uuid.UUID(supplier_id))
             except ValueError as exc:
-                errors.append(_error(
-                    "uuid_parsing", ["body", "supplier_id"], f"Input should be a valid UUID, {exc}",
-                    supplier_id, error=str(exc),
-                ))
+                errors.append(
+                    _error(
+                        "uuid_parsing",
+                        ["body", "supplier_id"],
+                        f"Input should be a valid UUID, {exc}",
+                        supplier_id,
+                        error=str(exc),
+                    )
+                )
 
     file_type = data.get("file_type")
     if "file_type" in data and file_type not in FILE_TYPES:
-        errors.append(_error(
-            "literal_error", ["body", "file_type"], f"Input should be {_EXPECTED_FILE_TYPES}", file_type,
-            expected=_EXPECTED_FILE_TYPES,
-        ))
+        errors.append(
+            _error(
+                "literal_error",
+                ["body", "file_type"],
+                f"Input should be {_EXPECTED_FILE_TYPES}",
+                file_type,
+                expected=_EXPECTED_FILE_TYPES,
+            )
+        )
 
     if errors:
         return None, errors

@@ -11,12 +11,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .matching import MATCHED, REVIEW, UNMATCHED, Catalogue
-from .parsing import PriceError, RawItem, TableReadError, extract_items, find_header, parse_price, read_table
+from .parsing import (
+    HEADER_SEARCH_ROWS,
+    PriceError,
+    RawItem,
+    TableReadError,
+    extract_items,
+    find_header,
+    parse_price,
+    read_table,
+)
 from .store import Store, now_iso
 
 log = logging.getLogger(__name__)
 
 PDF_NOT_SUPPORTED = "PDF is not supported by the reference server"
+NO_HEADER = f"No header row with a name and a price column in the first {HEADER_SEARCH_ROWS} rows"
 # Progress is written at most this often: a row-by-row commit would make
 # large files slow, and pollers ask every few seconds anyway.
 SAVE_INTERVAL_SECONDS = 0.2
@@ -59,12 +69,16 @@ class _Stopped(Exception):
 
 
 class JobRunner:
-    def __init__(self, store: Store, catalogue: Catalogue, max_concurrent_jobs: int, row_delay_ms: int = 0) -> None:
+    def __init__(
+        self, store: Store, catalogue: Catalogue, max_concurrent_jobs: int, row_delay_ms: int = 0
+    ) -> None:
         self._store = store
         self._catalogue = catalogue
         self._row_delay = row_delay_ms / 1000
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrent_jobs, thread_name_prefix="ml-analyze-job")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_concurrent_jobs, thread_name_prefix="ml-analyze-job"
+        )
 
     def submit(self, job: Job) -> None:
         self._pool.submit(self._run, job)
@@ -89,22 +103,29 @@ class JobRunner:
 
     def _fail(self, job: Job, message: str) -> None:
         log.info("job %s failed: %s", job.job_id, message)
-        self._store.save(job.job_id, {"status": "failed", "completed_at": now_iso()}, problems=[(None, message)])
+        self._store.save(
+            job.job_id, {"status": "failed", "completed_at": now_iso()}, problems=[(None, message)]
+        )
 
     def _analyse(self, job: Job) -> None:
         self._check_stop()
-        self._store.save(job.job_id, {"status": "processing", "phase": "parsing", "started_at": now_iso()})
+        self._store.save(
+            job.job_id, {"status": "processing", "phase": "parsing", "started_at": now_iso()}
+        )
         if job.file_type == "pdf":
             self._fail(job, PDF_NOT_SUPPORTED)
             return
         try:
             rows = read_table(job.file_url, job.file_type)
-        except (OSError, TableReadError) as exc:
+        except TableReadError as exc:
             self._fail(job, str(exc))
+            return
+        except OSError as exc:  # e.g. removed from the shared volume after the submit
+            self._fail(job, f"Could not read the file: {exc}")
             return
         header = find_header(rows)
         if header is None:
-            self._fail(job, "No header row with a name and a price column in the first rows of the first sheet")
+            self._fail(job, NO_HEADER)
             return
         raw_items = list(extract_items(rows, header))
         tally = _Tally(total=len(raw_items))
@@ -124,8 +145,13 @@ class JobRunner:
                 self._store.save(job.job_id, tally.fields(), items, problems)
                 items, problems, last_save = [], [], time.monotonic()
 
-        done = {**tally.fields(), "status": "completed", "phase": "done", "progress_percentage": 100,
-                "completed_at": now_iso()}
+        done = {
+            **tally.fields(),
+            "status": "completed",
+            "phase": "done",
+            "progress_percentage": 100,
+            "completed_at": now_iso(),
+        }
         self._store.save(job.job_id, done, items, problems)
         log.info("job %s completed: %s", job.job_id, tally.fields())
 
@@ -154,6 +180,20 @@ class JobRunner:
         match = self._catalogue.match(raw.name)
         tally.successful += 1
         tally.by_status[match.status] += 1
-        items.append((job.supplier_id, job.job_id, raw.row_number, raw.name, raw.sku, price, raw.category,
-                      raw.brand, raw.unit, match.status, match.product, match.score))
+        items.append(
+            (
+                job.supplier_id,
+                job.job_id,
+                raw.row_number,
+                raw.name,
+                raw.sku,
+                price,
+                raw.category,
+                raw.brand,
+                raw.unit,
+                match.status,
+                match.product,
+                match.score,
+            )
+        )
         return None

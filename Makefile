@@ -1,0 +1,43 @@
+# Two commands for a new user: `make dev` runs the product, `make test` passes the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_HTTP_PORT ?= 8010
+
+DEV_ENV := DAGSTER_HOME=$(CURDIR)/.dagster_home \
+	MASTER_SHEET_URL=$(CURDIR)/.data/demo/master_sheet.csv \
+	LOCAL_SOURCES_ROOT=$(CURDIR)/.data/demo/files \
+	SHARED_UPLOADS_DIR=$(CURDIR)/.data/shared/uploads \
+	DOWNLOADS_DIR=$(CURDIR)/.data/downloads \
+	SSRF_ALLOWED_HOSTS=127.0.0.1,localhost
+
+.PHONY: dev test lint lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --constraint requirements.lock --editable '.[test]'
+	touch $(STAMP)
+
+## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start.
+dev: $(STAMP)
+	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
+	$(BIN)/python -m ingestion_assets.demo .data/demo --http-port $(DEMO_HTTP_PORT)
+	@trap 'kill 0' EXIT INT TERM; \
+	$(BIN)/python -m http.server $(DEMO_HTTP_PORT) --bind 127.0.0.1 --directory .data/demo/web >/dev/null 2>&1 & \
+	$(DEV_ENV) $(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
+
+## make test: the whole test suite, against real servers on loopback.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## make lock: refresh requirements.lock after changing dependencies in pyproject.toml.
+lock:
+	$(BIN)/pip freeze --exclude-editable | sort > requirements.lock
+
+clean:
+	rm -rf .dagster_home .data
