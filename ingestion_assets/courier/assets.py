@@ -177,7 +177,7 @@ def shared_file(
         data_version=DataVersion(fetched.md5),
         metadata={
             "supplier": supplier.name,
-            "path": MetadataValue.path(str(handed.path)),
+            "shared_path": MetadataValue.path(str(handed.path)),
             "sidecar": MetadataValue.path(str(handed.sidecar_path)),
             "path_for_ml_analyze": shared_volume.path_for_ml(handed.path),
             "reused_existing_file": handed.reused,

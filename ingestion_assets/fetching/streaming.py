@@ -51,11 +51,13 @@ class ProgressReporter:
         self._report = report
         self._every = every_s
         self._last = 0.0
+        self._last_done = -1
 
     def update(self, done: int, total: int | None, final: bool = False) -> None:
         now = time.monotonic()
-        if self._report and (final or now - self._last >= self._every):
-            self._last = now
+        due = now - self._last >= self._every or (final and done != self._last_done)
+        if self._report and due:
+            self._last, self._last_done = now, done
             self._report(done, total)
 
 

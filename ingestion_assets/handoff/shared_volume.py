@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import time
@@ -50,7 +51,8 @@ class SharedVolume:
             body = metadata.model_dump_json(indent=2).encode("utf-8")
             atomic_write(sidecar_path(target), [body])
         except OSError as exc:
-            target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                target.unlink(missing_ok=True)  # the file went in, its sidecar did not: take it back
             raise HandOffError(
                 f"cannot write to the shared folder {self.root}: {exc.strerror or exc}",
                 retryable=exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO),

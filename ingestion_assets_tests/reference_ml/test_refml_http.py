@@ -177,10 +177,10 @@ def test_csv_cp1251_semicolon_russian_headers(api: Any, shared_server: Any, tmp_
 
 def test_csv_utf8_bom_english_headers(api: Any, shared_server: Any, tmp_path: Path) -> None:
     text = (
-        "Product name,SKU,Price,Category,Brand,Unit\n"
-        'Tape Measure 8 m Stanley FatMax,STHT0-33501,"$1,234.00",Measuring,Stanley,pcs\n'
-        "Spirit Level 120 cm Stabila,16138,$12.50,Measuring,Stabila,pcs\n"
-        "Garden gnome statue,GN-1,call us,Garden,,pcs\n"
+        "SKU,Product name,Price,Category,Brand,Unit\n"
+        'STHT0-33501,Tape Measure 8 m Stanley FatMax,"$1,234.00",Measuring,Stanley,pcs\n'
+        "EC-25,Extension Cord 25 m 3x1.5 mm²,€9.99,Electrical,,pcs\n"
+        "GN-1,Garden gnome statue,call us,Garden,,pcs\n"
     )
     path = tmp_path / "tools.csv"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
@@ -190,13 +190,14 @@ def test_csv_utf8_bom_english_headers(api: Any, shared_server: Any, tmp_path: Pa
     assert job["errors"] == ["Row 4: price 'call us' is not a number"]
     assert (job["items_total"], job["successful_extractions"], job["items_matched"]) == (3, 2, 2)
     items = stored_items(shared_server, job["job_id"])
-    assert items[1 + 1]["name"] == "Tape Measure 8 m Stanley FatMax"  # BOM gone from the header
-    assert (items[2]["price"], items[2]["category"], items[2]["brand"]) == (
+    tape, cord = items[2], items[3]
+    assert (tape["sku"], tape["price"], tape["category"], tape["brand"]) == (
+        "STHT0-33501",  # the first label, right after the BOM
         1234.0,
         "Measuring",
         "Stanley",
     )
-    assert items[3]["price"] == 12.5
+    assert (cord["name"], cord["price"]) == ("Extension Cord 25 m 3x1.5 mm²", 9.99)  # read as UTF-8
 
 
 def test_two_row_header(api: Any, shared_server: Any, tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def sniff_delimiter(text: str) -> str:
     Counting characters is not enough: ';' files carry decimal commas in
     their prices, and banner lines carry commas in addresses.
     """
-    lines = [line for line in text.splitlines()[:40] if line.strip()]
+    lines = [line for line in text[:65536].splitlines()[:40] if line.strip()]
 
     def score(delimiter: str) -> tuple[int, int]:
         widths = Counter(len(row) for row in csv.reader(lines, delimiter=delimiter) if len(row) > 1)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from ingestion_assets.fetching.fetcher import SourceFetcher
+from ingestion_assets.fetching.streaming import FetchLimits
+from ingestion_assets.fetching.url_guard import UrlGuard
+
+from .loopback import LoopbackServer
+
+
+@pytest.fixture
+def server():
+    srv = LoopbackServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port nothing listens on: connecting to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def limits() -> FetchLimits:
+    return FetchLimits(max_bytes=5 * 1024 * 1024, connect_timeout=2, read_timeout=2, deadline=10)
+
+
+@pytest.fixture
+def fetcher(limits, tmp_path) -> SourceFetcher:
+    """The loopback server's address is allowed; everything else private is not."""
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    return SourceFetcher(
+        limits=limits, guard=UrlGuard(("127.0.0.1",)), local_sources_root=str(sources)
+    )
+
+
+@pytest.fixture
+def staging(tmp_path) -> Path:
+    path = tmp_path / "staging"
+    path.mkdir()
+    return path

@@ -1,0 +1,167 @@
+"""A real HTTP server on 127.0.0.1 whose routes tests program: files, errors, redirects,
+bodies cut short, endless or slow bodies. No mocks of httpx: the bytes cross a socket."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class LoopbackServer:
+    def __init__(self):
+        self.routes: dict[str, Handler] = {}
+        self.hits: Counter[str] = Counter()
+        server = self
+
+        class _RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                path = self.path.split("?", 1)[0]
+                server.hits[path] += 1
+                handler = server.routes.get(path) or server.routes.get(self.path)
+                if handler is None:
+                    send(self, 404, b"not found", "text/plain")
+                    return
+                try:
+                    handler(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def route(self, path: str, handler: Handler) -> str:
+        self.routes[path] = handler
+        return self.url(path)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def send(req: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str, headers=None):
+    req.send_response(status)
+    req.send_header("Content-Type", content_type)
+    req.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        req.send_header(name, value)
+    req.end_headers()
+    req.wfile.write(body)
+
+
+def file_body(body: bytes, content_type="application/octet-stream", headers=None) -> Handler:
+    return lambda req: send(req, 200, body, content_type, headers)
+
+
+def status(code: int, body: bytes = b"error") -> Handler:
+    return lambda req: send(req, code, body, "text/plain")
+
+
+def html_page(
+    body: bytes = b"<!DOCTYPE html><html><head><title>Sign in - Google Accounts</title></head></html>",
+):
+    return lambda req: send(req, 200, body, "text/html; charset=utf-8")
+
+
+def redirect(location: str, code: int = 302) -> Handler:
+    def handler(req):
+        req.send_response(code)
+        req.send_header("Location", location)
+        req.send_header("Content-Length", "0")
+        req.end_headers()
+
+    return handler
+
+
+def gzipped(body: bytes, content_type="text/csv") -> Handler:
+    packed = gzip.compress(body)
+    return lambda req: send(req, 200, packed, content_type, {"Content-Encoding": "gzip"})
+
+
+def without_length(body: bytes, chunk: int = 65536) -> Handler:
+    """HTTP/1.0-style body: no Content-Length, ends when the connection closes."""
+
+    def handler(req):
+        req.close_connection = True
+        req.send_response(200)
+        req.send_header("Content-Type", "application/octet-stream")
+        req.send_header("Connection", "close")
+        req.end_headers()
+        for start in range(0, len(body), chunk):
+            req.wfile.write(body[start : start + chunk])
+
+    return handler
+
+
+def cut_short(body: bytes, claimed: int) -> Handler:
+    """Announce `claimed` bytes, send `body`, hang up."""
+
+    def handler(req):
+        req.close_connection = True
+        req.send_response(200)
+        req.send_header("Content-Type", "text/csv")
+        req.send_header("Content-Length", str(claimed))
+        req.end_headers()
+        req.wfile.write(body)
+        req.wfile.flush()
+
+    return handler
+
+
+def endless(chunk: bytes = b"x" * 65536, delay: float = 0.0) -> Handler:
+    """A body that never ends (or drips slowly, with `delay` between chunks)."""
+
+    def handler(req):
+        req.close_connection = True
+        req.send_response(200)
+        req.send_header("Content-Type", "text/csv")
+        req.end_headers()
+        while True:
+            req.wfile.write(chunk)
+            req.wfile.flush()
+            if delay:
+                time.sleep(delay)
+
+    return handler
+
+
+def stall(seconds: float) -> Handler:
+    """Accept the request, say nothing for `seconds`."""
+
+    def handler(req):
+        time.sleep(seconds)
+        send(req, 200, b"late", "text/csv")
+
+    return handler
+
+
+def fail_then(failures: int, code: int, then: Handler) -> Handler:
+    """Answer `code` for the first `failures` requests, then hand over to `then`."""
+    calls = {"n": 0}
+
+    def handler(req):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            send(req, code, b"temporarily unavailable", "text/plain")
+        else:
+            then(req)
+
+    return handler
