@@ -12,7 +12,9 @@ master_sync_job = define_asset_job(
 
 supplier_sync_job = define_asset_job(
     "supplier_sync",
-    selection=AssetSelection.assets("raw_download", "shared_file"),
+    # The analysis check is reported by the ml status sensor when the job ends, not by the run.
+    selection=AssetSelection.assets("raw_download", "shared_file", "ml_analysis_result")
+    - AssetSelection.checks_for_assets("ml_analysis_result"),
     partitions_def=suppliers,
-    description="Fetch one supplier's file and hand it off to the shared volume.",
+    description="Fetch one supplier's file, hand it off to the shared volume, submit it to ml-analyze.",
 )

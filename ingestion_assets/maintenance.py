@@ -15,6 +15,8 @@ from dagster import (
 
 from .handoff.cleanup import clean_shared_folder, clean_staging_folder
 from .jobs import master_sync_job
+from .ml.events import in_flight_paths
+from .partitions import suppliers
 from .resources import FetchResource, SharedVolumeResource
 
 
@@ -23,9 +25,15 @@ def remove_expired_files(
     context: OpExecutionContext, shared_volume: SharedVolumeResource, fetch: FetchResource
 ):
     """Remove shared files older than FILE_CLEANUP_TTL_HOURS with their sidecars, stale temp
-    files, and old staged downloads (each supplier's newest copy stays)."""
+    files, and old staged downloads (each supplier's newest copy stays). Files whose analysis
+    is still outstanding stay, whatever their age."""
     ttl = shared_volume.cleanup_ttl_hours
-    shared = clean_shared_folder(shared_volume.volume().root, ttl)
+    in_flight = in_flight_paths(
+        context.instance, context.instance.get_dynamic_partitions(suppliers.name)
+    )
+    shared = clean_shared_folder(
+        shared_volume.volume().root, ttl, in_use=lambda path: str(path) in in_flight
+    )
     staged = clean_staging_folder(Path(fetch.downloads_dir), ttl)
     for name in shared.removed + staged.removed:
         context.log.info(f"removed {name}")

@@ -11,6 +11,7 @@ from .fetching.fetcher import SourceFetcher
 from .fetching.streaming import FetchLimits
 from .fetching.url_guard import UrlGuard
 from .handoff.shared_volume import SharedVolume
+from .ml.client import MLAnalyzeClient
 
 DEV_DATA = Path(".data")
 
@@ -68,11 +69,33 @@ class SharedVolumeResource(ConfigurableResource):
         return str(Path(self.ml_uploads_dir) / path.relative_to(self.volume().root))
 
 
+class MLAnalyzeResource(ConfigurableResource):
+    """ml-analyze: where it is, and how the courier follows its jobs."""
+
+    url: str = "http://127.0.0.1:8001"
+    use_ml_processing: bool = True  # the global switch: False wins over the per-supplier column
+    timeout_seconds: int = 30
+    poll_interval_seconds: int = 5
+    job_timeout_minutes: int = 30
+    max_retries: int = 3  # attempts per file, the first one included
+    require_healthy: bool = True  # anything but "healthy" counts as not ready
+
+    def client(self, **overrides) -> MLAnalyzeClient:
+        return MLAnalyzeClient(self.url, timeout=self.timeout_seconds, **overrides)
+
+
 def _env(name: str, default=None, *, as_int: bool = False):
     """EnvVar when the variable is set (the UI shows where a value came from), else the default."""
     if name not in os.environ:
         return default
     return EnvVar.int(name) if as_int else EnvVar(name)
+
+
+def _env_bool(name: str) -> bool | None:
+    """Booleans are parsed here: Dagster's config types do not coerce 'false' from a string."""
+    if name not in os.environ:
+        return None
+    return os.environ[name].strip().lower() not in ("false", "0", "no", "off", "")
 
 
 def _configured(resource_cls, **fields):
@@ -102,5 +125,13 @@ def resources_from_env() -> dict:
             uploads_dir=_env("SHARED_UPLOADS_DIR"),
             ml_uploads_dir=_env("ML_SHARED_UPLOADS_DIR"),
             cleanup_ttl_hours=_env("FILE_CLEANUP_TTL_HOURS", as_int=True),
+        ),
+        "ml_analyze": _configured(
+            MLAnalyzeResource,
+            url=_env("ML_ANALYZE_URL"),
+            use_ml_processing=_env_bool("USE_ML_PROCESSING"),
+            poll_interval_seconds=_env("ML_POLL_INTERVAL_SECONDS", as_int=True),
+            job_timeout_minutes=_env("ML_JOB_TIMEOUT_MINUTES", as_int=True),
+            max_retries=_env("ML_MAX_RETRIES", as_int=True),
         ),
     }

@@ -51,6 +51,7 @@ class SharedFile:
     supplier: Supplier
     handed_off: HandedOffFile
     ml_path: str
+    staged_path: str  # the courier's own copy: a retry hands it off again if the clean-up took the shared one
 
 
 def describe(supplier: Supplier, source: str) -> str:
@@ -173,7 +174,7 @@ def shared_file(
     )
     written_md5 = file_md5(handed.path)
     yield Output(
-        SharedFile(supplier, handed, shared_volume.path_for_ml(handed.path)),
+        SharedFile(supplier, handed, shared_volume.path_for_ml(handed.path), str(fetched.path)),
         data_version=DataVersion(fetched.md5),
         metadata={
             "supplier": supplier.name,

@@ -72,11 +72,39 @@ def write_demo(root: Path, http_port: int) -> Path:
     master = root / "master_sheet.csv"
     rows = [
         ["name", "source_url", "format", "active", "use_ml_processing", "notes"],
-        ["Альфа Инструмент", "alfa-instrument.xlsx", "excel", "yes", "yes", "local XLSX, header on row 4"],
+        [
+            "Альфа Инструмент",
+            "alfa-instrument.xlsx",
+            "excel",
+            "yes",
+            "yes",
+            "local XLSX, header on row 4",
+        ],
         ["Beta Hardware", "beta-hardware.csv", "csv", "yes", "yes", "local CSV in cp1251"],
-        ["Gamma Supply", f"http://127.0.0.1:{http_port}/gamma-supply.xlsx", "url", "yes", "yes", "served over HTTP"],
-        ["Delta Paused", f"http://127.0.0.1:{http_port}/gamma-supply.xlsx", "url", "no", "yes", "inactive: not synced"],
-        ["Broken Row", "ftp://files.example.com/prices.xlsx", "excel", "yes", "yes", "refused: ftp"],
+        [
+            "Gamma Supply",
+            f"http://127.0.0.1:{http_port}/gamma-supply.xlsx",
+            "url",
+            "yes",
+            "yes",
+            "served over HTTP",
+        ],
+        [
+            "Delta Paused",
+            f"http://127.0.0.1:{http_port}/gamma-supply.xlsx",
+            "url",
+            "no",
+            "yes",
+            "inactive: not synced",
+        ],
+        [
+            "Broken Row",
+            "ftp://files.example.com/prices.xlsx",
+            "excel",
+            "yes",
+            "yes",
+            "refused: ftp",
+        ],
     ]
     with master.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(rows)

@@ -16,7 +16,6 @@ from .streaming import FetchLimits, ProgressCallback, StreamedBytes, human_size,
 from .url_guard import UrlGuard
 
 MAX_REDIRECTS = 5
-CHUNK = 256 * 1024
 USER_AGENT = "supplier-courier/0.1 (+https://dagster.io)"
 
 
@@ -59,8 +58,10 @@ def download_http(
                             f"file too large: Content-Length is {human_size(expected)}, "
                             f"the limit is {human_size(limits.max_bytes)} (MAX_FILE_SIZE_MB)"
                         )
+                    # No chunk size: httpx would buffer up to it, and a slow-drip body would
+                    # reach the deadline check only once per buffer (minutes, even hours).
                     streamed = stream_to_temp(
-                        response.iter_bytes(CHUNK),
+                        response.iter_bytes(),
                         dest_dir,
                         limits,
                         expected_size=expected,

@@ -52,7 +52,9 @@ class SharedVolume:
             atomic_write(sidecar_path(target), [body])
         except OSError as exc:
             with contextlib.suppress(OSError):
-                target.unlink(missing_ok=True)  # the file went in, its sidecar did not: take it back
+                target.unlink(
+                    missing_ok=True
+                )  # the file went in, its sidecar did not: take it back
             raise HandOffError(
                 f"cannot write to the shared folder {self.root}: {exc.strerror or exc}",
                 retryable=exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO),

@@ -1,0 +1,1 @@
+"""The ML hand-off: the ml-analyze client, the submission asset, the status sensor."""

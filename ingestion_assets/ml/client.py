@@ -1,0 +1,138 @@
+"""A small, strict-on-the-wire, liberal-on-answers client for ml-analyze's HTTP contract.
+
+Retries: 3, after 1 s, 2 s, 4 s (capped at 30 s), on 500/502/503/504 and connection
+errors. Any other 4xx fails at once with the service's own message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from .models import Health, JobStatus, Submission
+
+RETRY_STATUSES = {500, 502, 503, 504}
+
+
+class MLAnalyzeError(Exception):
+    def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status_code = status_code
+        self.retryable = retryable
+
+
+class MLAnalyzeUnavailable(MLAnalyzeError):
+    """Connection refused, timeouts, or 5xx after every retry."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message, status_code=status_code, retryable=True)
+
+
+class JobNotFound(MLAnalyzeError):
+    """404 on a status: the job expired or was lost in a service restart."""
+
+
+def error_message(response: httpx.Response) -> str:
+    """The service's own words, from either error shape: {"detail": ...} or {"error", "message"}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list):
+            return "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg', item)}"
+                if isinstance(item, dict)
+                else str(item)
+                for item in detail
+            )
+        if "message" in body:
+            return f"{body.get('error', 'Error')}: {body['message']}"
+    return str(body)[:500]
+
+
+class MLAnalyzeClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        max_connections: int = 16,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MLAnalyzeClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def health(self) -> Health:
+        return Health.model_validate(self._request("GET", "/health").json())
+
+    def submit(
+        self, file_path: str, supplier_id: str, file_type: str, metadata: dict | None = None
+    ) -> Submission:
+        body = {"file_url": file_path, "supplier_id": supplier_id, "file_type": file_type}
+        if metadata:
+            body["metadata"] = metadata
+        return Submission.model_validate(self._request("POST", "/analyze/file", json=body).json())
+
+    def status(self, job_id: str, *, retry: bool = True) -> JobStatus:
+        """Raises JobNotFound on 404. `retry=False` makes one attempt (the sensor's polling)."""
+        response = self._request("GET", f"/analyze/status/{job_id}", retry=retry, not_found_ok=True)
+        if response.status_code == 404:
+            raise JobNotFound(
+                f"ml-analyze does not know job {job_id}: {error_message(response)}", status_code=404
+            )
+        return JobStatus.model_validate(response.json())
+
+    def _request(
+        self, method: str, path: str, *, retry: bool = True, not_found_ok=False, **kwargs
+    ) -> httpx.Response:
+        attempts = 1 + (self.retries if retry else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                failure = MLAnalyzeUnavailable(
+                    f"ml-analyze at {self.base_url} is unreachable: {exc!r}"
+                )
+            else:
+                if response.status_code < 400 or (not_found_ok and response.status_code == 404):
+                    return response
+                if response.status_code not in RETRY_STATUSES:
+                    raise MLAnalyzeError(
+                        f"ml-analyze refused {method} {path}: HTTP {response.status_code}: {error_message(response)}",
+                        status_code=response.status_code,
+                    )
+                failure = MLAnalyzeUnavailable(
+                    f"ml-analyze answered HTTP {response.status_code} to {method} {path}: {error_message(response)}",
+                    status_code=response.status_code,
+                )
+            if attempt < attempts:
+                self._sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+        raise failure

@@ -1,0 +1,205 @@
+"""The ml status sensor: follows every outstanding ml-analyze job, reports progress, completion,
+resubmissions and final failures. State: the cursor (see ml/tracking.py), rebuilt from the event log."""
+
+import os
+import time
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetMaterialization,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from ..jobs import supplier_sync_job
+from ..resources import MLAnalyzeResource
+from .client import MLAnalyzeUnavailable
+from .events import (
+    ANALYZING,
+    ATTEMPT_TAG,
+    FAILED,
+    ML_RESULT,
+    REPLACES_TAG,
+    RETRYING,
+    job_from_observation,
+    phase_observation,
+)
+from .tracking import (
+    COMPLETED,
+    GIVE_UP,
+    PROGRESS,
+    RESUBMIT,
+    Outcome,
+    TrackerState,
+    decide,
+    poll_jobs,
+    summary_metadata,
+)
+
+POLL_INTERVAL_S = int(os.environ.get("ML_POLL_INTERVAL_SECONDS", "5"))
+TICK_BUDGET_S = 20.0  # far inside Dagster's 60 s limit; what is not polled waits for the next tick
+MAX_NEW_EVENTS_PER_TICK = 2000
+POLL_TIMEOUT_S = 5.0
+MAX_BACKOFF_S = 300.0
+CHECK_NAME = "analysis_succeeded"
+
+
+def ingest_submissions(instance: DagsterInstance, state: TrackerState) -> None:
+    """Add jobs submitted since the cursor. On a fresh cursor, skip jobs already resolved."""
+    fresh_cursor = state.after_storage_id == 0
+    records = instance.fetch_observations(
+        AssetRecordsFilter(asset_key=ML_RESULT, after_storage_id=state.after_storage_id or None),
+        limit=MAX_NEW_EVENTS_PER_TICK,
+        ascending=True,
+    ).records
+    for record in records:
+        state.after_storage_id = record.storage_id
+        job = job_from_observation(record.asset_observation)
+        if job is None or (
+            fresh_cursor and _resolved_later(instance, job.partition, record.storage_id)
+        ):
+            continue
+        state.jobs[job.job_id] = job
+
+
+def _resolved_later(instance: DagsterInstance, partition: str, storage_id: int) -> bool:
+    latest = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=[partition]), limit=1
+    ).records
+    return bool(latest) and latest[0].storage_id > storage_id
+
+
+def _events_for(outcome: Outcome, max_attempts: int):
+    job, status = outcome.job, outcome.status
+    common = {"ml_job_id": job.job_id, "attempt": job.attempt}
+    if outcome.kind == PROGRESS:
+        job.last_progress = status.progress_percentage
+        yield phase_observation(
+            job.partition,
+            ANALYZING,
+            f"Analyzing: {status.progress_percentage}% ({status.items_processed}/{status.items_total} items)",
+            progress_percentage=status.progress_percentage,
+            items_processed=status.items_processed,
+            items_total=status.items_total,
+            ml_status=status.status,
+            **({"ml_phase": status.phase} if status.phase else {}),
+            **common,
+        )
+    elif outcome.kind == COMPLETED:
+        metadata = summary_metadata(job, status)
+        yield AssetMaterialization(
+            asset_key=ML_RESULT,
+            partition=job.partition,
+            description=f"Analysis {metadata['outcome']}: {status.items_total} items",
+            metadata=metadata,
+        )
+        yield AssetCheckEvaluation(
+            asset_key=ML_RESULT,
+            check_name=CHECK_NAME,
+            passed=True,
+            partition=job.partition,
+            metadata=common,
+        )
+    elif outcome.kind == RESUBMIT:
+        yield phase_observation(
+            job.partition,
+            RETRYING,
+            f"Attempt {job.attempt} of {max_attempts} failed ({outcome.reason}); resubmitting",
+            reason=outcome.reason,
+            errors="\n".join(outcome.errors[:10]) or "none",
+            **common,
+        )
+    elif outcome.kind == GIVE_UP:
+        errors = "\n".join(outcome.errors[:10]) or "none"
+        yield phase_observation(
+            job.partition,
+            FAILED,
+            f"Analysis failed after {job.attempt} attempts: {outcome.reason}",
+            reason=outcome.reason,
+            errors=errors,
+            **common,
+        )
+        yield AssetCheckEvaluation(
+            asset_key=ML_RESULT,
+            check_name=CHECK_NAME,
+            passed=False,
+            partition=job.partition,
+            description=f"{outcome.reason}; ml-analyze said: {errors}",
+            metadata={**common, "reason": outcome.reason, "errors": errors},
+        )
+
+
+def _resubmission(job) -> RunRequest:
+    """A new attempt reuses the shared file; if the staged copy is gone too, download again."""
+    assets = ["shared_file", "ml_analysis_result"]
+    if not os.path.exists(job.staged_path):
+        assets.insert(0, "raw_download")
+    return RunRequest(
+        run_key=f"ml-resubmit-{job.job_id}",
+        partition_key=job.partition,
+        asset_selection=[AssetKey(a) for a in assets],
+        tags={
+            ATTEMPT_TAG: str(job.attempt + 1),
+            REPLACES_TAG: job.job_id,
+            "courier/trigger": "ml_resubmit",
+        },
+    )
+
+
+def evaluate(context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource) -> SensorResult:
+    state = TrackerState.from_json(context.cursor)
+    ingest_submissions(context.instance, state)
+    now = time.time()
+    if not state.jobs:
+        return SensorResult(skip_reason="no outstanding ml-analyze jobs", cursor=state.to_json())
+    if now < state.backoff_until:
+        wait = state.backoff_until - now
+        return SensorResult(
+            skip_reason=f"ml-analyze unreachable; next poll in {wait:.0f} s", cursor=state.to_json()
+        )
+
+    jobs = sorted(state.jobs.values(), key=lambda j: j.last_polled)
+    with ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S) as client:
+        answers = poll_jobs(client, jobs, budget_s=TICK_BUDGET_S)
+
+    events, runs, unreachable = [], [], False
+    for job in jobs:
+        if job.job_id not in answers:
+            continue
+        answer = answers[job.job_id]
+        unreachable |= isinstance(answer, MLAnalyzeUnavailable)
+        job.last_polled = now
+        outcome = decide(
+            job, answer, now, ml_analyze.job_timeout_minutes * 60, ml_analyze.max_retries
+        )
+        events.extend(_events_for(outcome, ml_analyze.max_retries))
+        if outcome.kind in (COMPLETED, RESUBMIT, GIVE_UP):
+            del state.jobs[job.job_id]
+        if outcome.kind == RESUBMIT:
+            runs.append(_resubmission(job))
+
+    if unreachable:
+        # Keep every job; back off 2×, 4×, … the poll interval, up to 5 minutes.
+        state.unreachable_ticks += 1
+        state.backoff_until = now + min(POLL_INTERVAL_S * 2**state.unreachable_ticks, MAX_BACKOFF_S)
+        context.log.warning(f"ml-analyze unreachable; {len(state.jobs)} jobs kept, backing off")
+    else:
+        state.unreachable_ticks, state.backoff_until = 0, 0.0
+    return SensorResult(asset_events=events, run_requests=runs, cursor=state.to_json())
+
+
+@sensor(
+    job=supplier_sync_job,
+    minimum_interval_seconds=POLL_INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+)
+def ml_status_sensor(context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource):
+    """Polls ml-analyze for every outstanding job; reports progress, completion (as the
+    ml_analysis_result materialization), resubmissions and final failures (as a failed check)."""
+    return evaluate(context, ml_analyze)
