@@ -81,7 +81,7 @@ class MLAnalyzeResource(ConfigurableResource):
     require_healthy: bool = True  # anything but "healthy" counts as not ready
 
     def client(self, **overrides) -> MLAnalyzeClient:
-        return MLAnalyzeClient(self.url, timeout=self.timeout_seconds, **overrides)
+        return MLAnalyzeClient(self.url, **{"timeout": self.timeout_seconds, **overrides})
 
 
 def _env(name: str, default=None, *, as_int: bool = False):

@@ -9,11 +9,18 @@ from pathlib import Path
 from dagster import DagsterInstance, materialize
 
 from ingestion_assets.courier.assets import raw_download, shared_file
+from ingestion_assets.ml.assets import ml_analysis_result
 from ingestion_assets.partitions import suppliers
 from ingestion_assets.registry.assets import supplier_registry
-from ingestion_assets.resources import FetchResource, MasterSheetResource, SharedVolumeResource
+from ingestion_assets.resources import (
+    FetchResource,
+    MasterSheetResource,
+    MLAnalyzeResource,
+    SharedVolumeResource,
+)
 
-ALL_ASSETS = [supplier_registry, raw_download, shared_file]
+ALL_ASSETS = [supplier_registry, raw_download, shared_file, ml_analysis_result]
+COURIER = [raw_download, shared_file]
 
 
 def master_sheet_csv(rows: list[list[str]]) -> bytes:
@@ -24,7 +31,9 @@ def master_sheet_csv(rows: list[list[str]]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-def courier_resources(tmp_path: Path, master_url: str, **fetch_settings) -> dict:
+def courier_resources(
+    tmp_path: Path, master_url: str, ml_url: str = "http://127.0.0.1:9", **fetch_settings
+) -> dict:
     settings = {
         "ssrf_allowed_hosts": "127.0.0.1",
         "local_sources_root": str(tmp_path / "sources"),
@@ -39,6 +48,7 @@ def courier_resources(tmp_path: Path, master_url: str, **fetch_settings) -> dict
         "master_sheet": MasterSheetResource(url=master_url),
         "fetch": FetchResource(**settings),
         "shared_volume": SharedVolumeResource(uploads_dir=str(tmp_path / "shared")),
+        "ml_analyze": MLAnalyzeResource(url=ml_url),
     }
 
 
@@ -48,16 +58,25 @@ def sync_registry(instance: DagsterInstance, resources: dict):
     return result
 
 
-def sync_supplier(instance: DagsterInstance, resources: dict, key: str, raise_on_error=True):
+def sync_supplier(
+    instance: DagsterInstance,
+    resources: dict,
+    key: str,
+    raise_on_error=True,
+    selection=COURIER,
+    tags=None,
+):
+    """One supplier's run, as the partitions sensor requests it (by default without the ML step)."""
     if key not in instance.get_dynamic_partitions(suppliers.name):
         instance.add_dynamic_partitions(suppliers.name, [key])
     return materialize(
         ALL_ASSETS,
-        selection=[raw_download, shared_file],
+        selection=selection,
         partition_key=key,
         instance=instance,
         resources=resources,
         raise_on_error=raise_on_error,
+        tags=tags,
     )
 
 

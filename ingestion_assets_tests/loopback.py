@@ -3,6 +3,7 @@ bodies cut short, endless or slow bodies. No mocks of httpx: the bytes cross a s
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import threading
 import time
@@ -29,10 +30,8 @@ class LoopbackServer:
                 if handler is None:
                     send(self, 404, b"not found", "text/plain")
                     return
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     handler(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
             do_POST = do_GET  # noqa: N815
 

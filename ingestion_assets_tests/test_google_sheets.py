@@ -289,7 +289,12 @@ def test_a_rejected_service_account_is_permanent(server, google, staging):
         "/token",
         lambda req: (
             req.rfile.read(int(req.headers.get("Content-Length", 0))),
-            send(req, 400, b'{"error": "invalid_grant", "error_description": "Invalid JWT"}', "application/json"),
+            send(
+                req,
+                400,
+                b'{"error": "invalid_grant", "error_description": "Invalid JWT"}',
+                "application/json",
+            ),
         ),
     )
     server.route(google.export_path, file_body(workbook_bytes(), XLSX_MIME))

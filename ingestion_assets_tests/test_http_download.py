@@ -122,7 +122,11 @@ def test_cp1251_csv_is_kept_byte_for_byte(server, fetcher, staging, tmp_path):
     assert entries(staging) == [fetched.path.name]
 
     handed = hand_off(
-        fetched.path, tmp_path, md5_hex=fetched.md5, name=fetched.original_filename, extension=".csv"
+        fetched.path,
+        tmp_path,
+        md5_hex=fetched.md5,
+        name=fetched.original_filename,
+        extension=".csv",
     )
     assert handed.path.read_bytes() == CP1251_CSV
     assert md5(handed.path.read_bytes()) == fetched.md5
@@ -224,7 +228,8 @@ def test_a_gzip_bomb_is_stopped_by_the_cap_on_decoded_bytes(server, staging):
 )
 def test_filename_from_content_disposition(server, fetcher, staging, disposition, expected):
     url = server.route(
-        "/export", file_body(xlsx_bytes(), "application/octet-stream", {"Content-Disposition": disposition})
+        "/export",
+        file_body(xlsx_bytes(), "application/octet-stream", {"Content-Disposition": disposition}),
     )
 
     assert fetcher.fetch(url, "excel", staging).original_filename == expected
@@ -253,7 +258,11 @@ def test_progress_is_reported_with_bytes_so_far_and_total(server, staging):
     calls: list[tuple[int, int | None]] = []
 
     download_http(
-        url, staging, FetchLimits(max_bytes=10 * 1024 * 1024), LOOPBACK_ONLY, lambda *a: calls.append(a)
+        url,
+        staging,
+        FetchLimits(max_bytes=10 * 1024 * 1024),
+        LOOPBACK_ONLY,
+        lambda *a: calls.append(a),
     )
 
     assert calls, "the progress callback was never called"
@@ -269,7 +278,11 @@ def test_progress_without_content_length_has_no_total(server, staging):
     calls: list[tuple[int, int | None]] = []
 
     download = download_http(
-        url, staging, FetchLimits(max_bytes=10 * 1024 * 1024), LOOPBACK_ONLY, lambda *a: calls.append(a)
+        url,
+        staging,
+        FetchLimits(max_bytes=10 * 1024 * 1024),
+        LOOPBACK_ONLY,
+        lambda *a: calls.append(a),
     )
 
     assert download.streamed.temp_path.read_bytes() == body
@@ -453,7 +466,9 @@ def test_an_html_login_page_instead_of_a_spreadsheet(server, fetcher, staging, f
 
 
 def test_an_html_page_with_a_bom_and_blank_lines_is_still_html(server, fetcher, staging):
-    url = server.route("/p.csv", html_page(b"\xef\xbb\xbf\r\n\r\n  <HTML><body>Log in</body></HTML>"))
+    url = server.route(
+        "/p.csv", html_page(b"\xef\xbb\xbf\r\n\r\n  <HTML><body>Log in</body></HTML>")
+    )
 
     with pytest.raises(PermanentFetchError, match="HTML page"):
         fetcher.fetch(url, "csv", staging)
@@ -481,7 +496,11 @@ def test_an_empty_file_without_content_length_is_refused(server, fetcher, stagin
 @pytest.mark.parametrize(
     ("fmt", "body", "words"),
     [
-        ("excel", b"sku,price\n1,2\n", "expected an Excel workbook for format 'excel', received CSV"),
+        (
+            "excel",
+            b"sku,price\n1,2\n",
+            "expected an Excel workbook for format 'excel', received CSV",
+        ),
         ("csv", b"%PDF-1.7\n...", "expected a CSV file, received PDF"),
         ("url", b"\x00\x01\x02binary", "binary file that is not XLSX, XLS, PDF or CSV"),
     ],
@@ -570,7 +589,9 @@ def test_too_many_redirects_are_refused(server, fetcher, staging):
         server.route(f"/r{i}", redirect(f"/r{i + 1}"))
     server.route(f"/r{MAX_REDIRECTS + 1}", file_body(CP1251_CSV, "text/csv"))
 
-    with pytest.raises(PermanentFetchError, match=f"too many redirects \\(more than {MAX_REDIRECTS}\\)"):
+    with pytest.raises(
+        PermanentFetchError, match=f"too many redirects \\(more than {MAX_REDIRECTS}\\)"
+    ):
         fetcher.fetch(server.url("/r0"), "csv", staging)
 
     assert server.hits[f"/r{MAX_REDIRECTS + 1}"] == 0

@@ -80,7 +80,15 @@ def test_a_symlink_inside_the_root_pointing_inside_is_fine(fetcher, root, stagin
         lambda root, outside: "link-dir/secret.csv",
         lambda root, outside: "/etc/passwd",
     ],
-    ids=["dotdot", "nested-dotdot", "absolute", "root-then-dotdot", "symlink", "symlinked-dir", "etc-passwd"],
+    ids=[
+        "dotdot",
+        "nested-dotdot",
+        "absolute",
+        "root-then-dotdot",
+        "symlink",
+        "symlinked-dir",
+        "etc-passwd",
+    ],
 )
 def test_paths_escaping_the_root_are_refused(fetcher, root, staging, tmp_path, path_of):
     outside = tmp_path / "outside"
@@ -133,9 +141,7 @@ def test_a_missing_file_is_refused(fetcher, staging):
 def test_local_files_are_disabled_without_a_root(tmp_path, staging, root_value):
     source = tmp_path / "prices.csv"
     source.write_bytes(CSV)
-    fetcher = SourceFetcher(
-        FetchLimits(max_bytes=1024), UrlGuard(), local_sources_root=root_value
-    )
+    fetcher = SourceFetcher(FetchLimits(max_bytes=1024), UrlGuard(), local_sources_root=root_value)
 
     with pytest.raises(PermanentFetchError, match="LOCAL_SOURCES_ROOT is not set"):
         fetcher.fetch(str(source), "csv", staging)

@@ -56,6 +56,20 @@ def error_message(response: httpx.Response) -> str:
     return str(body)[:500]
 
 
+def _parse(model, response: httpx.Response):
+    """A 2xx body as `model`; one that is not JSON or not the contract's shape is an
+    MLAnalyzeError (pydantic's ValidationError is a ValueError), so that callers such as
+    the status poller catch it like any other answer instead of crashing."""
+    try:
+        return model.model_validate(response.json())
+    except ValueError as exc:
+        raise MLAnalyzeError(
+            f"ml-analyze answered {response.request.method} {response.request.url.path} with "
+            f"HTTP {response.status_code} but an unreadable body: {exc} ({response.text[:200]!r})",
+            status_code=response.status_code,
+        ) from exc
+
+
 class MLAnalyzeClient:
     def __init__(
         self,
@@ -91,7 +105,7 @@ class MLAnalyzeClient:
         self.close()
 
     def health(self) -> Health:
-        return Health.model_validate(self._request("GET", "/health").json())
+        return _parse(Health, self._request("GET", "/health"))
 
     def submit(
         self, file_path: str, supplier_id: str, file_type: str, metadata: dict | None = None
@@ -99,7 +113,7 @@ class MLAnalyzeClient:
         body = {"file_url": file_path, "supplier_id": supplier_id, "file_type": file_type}
         if metadata:
             body["metadata"] = metadata
-        return Submission.model_validate(self._request("POST", "/analyze/file", json=body).json())
+        return _parse(Submission, self._request("POST", "/analyze/file", json=body))
 
     def status(self, job_id: str, *, retry: bool = True) -> JobStatus:
         """Raises JobNotFound on 404. `retry=False` makes one attempt (the sensor's polling)."""
@@ -108,7 +122,7 @@ class MLAnalyzeClient:
             raise JobNotFound(
                 f"ml-analyze does not know job {job_id}: {error_message(response)}", status_code=404
             )
-        return JobStatus.model_validate(response.json())
+        return _parse(JobStatus, response)
 
     def _request(
         self, method: str, path: str, *, retry: bool = True, not_found_ok=False, **kwargs

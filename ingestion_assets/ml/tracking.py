@@ -148,7 +148,11 @@ def poll_jobs(
 def summary_metadata(job: TrackedJob, status: JobStatus) -> dict:
     """The materialization's summary: counts ml-analyze gave, never invented ones."""
     metadata = {
-        "outcome": "completed with warnings" if status.errors else "completed",
+        "outcome": (
+            "completed with warnings"
+            if status.errors or status.status == "completed_with_errors"
+            else "completed"
+        ),
         "ml_job_id": job.job_id,
         "attempt": job.attempt,
         "items_total": status.items_total,

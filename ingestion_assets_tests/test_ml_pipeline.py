@@ -1,0 +1,342 @@
+"""The ML hand-off on a real Dagster instance against the reference ml-analyze over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+
+import openpyxl
+import pytest
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    ReexecutionOptions,
+    SensorResult,
+    build_sensor_context,
+    execute_job,
+    instance_for_test,
+    reconstructable,
+)
+
+from ingestion_assets.courier.assets import raw_download, shared_file
+from ingestion_assets.maintenance import shared_file_cleanup
+from ingestion_assets.ml.assets import ml_analysis_result
+from ingestion_assets.ml.events import ML_RESULT, latest_ml_state
+from ingestion_assets.ml.sensors import ml_status_sensor
+from ingestion_assets.ml.tracking import TrackerState
+from ingestion_assets.registry.sensors import supplier_partitions_sensor
+from ingestion_assets.resources import MLAnalyzeResource
+
+from . import loopback
+from .dagster_helpers import (
+    courier_resources,
+    failure_message,
+    master_sheet_csv,
+    sync_registry,
+    sync_supplier,
+)
+from .ml_server import RunningServer
+
+FULL = [raw_download, shared_file, ml_analysis_result]
+ML_ONLY = [shared_file, ml_analysis_result]
+
+
+def price_list() -> bytes:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["ООО Альфа, прайс-лист"])
+    ws.append([])
+    ws.append(["Артикул", "Наименование", "Цена"])
+    ws.append(["A-1", "Дрель ударная 750 Вт", "4 990,00 ₽"])
+    ws.append(["A-2", "Шуруповёрт аккумуляторный 18 В", "7 450 ₽"])
+    ws.append(["A-3", "Совершенно неизвестный товар", "по запросу"])
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+PRICE_LIST = price_list()
+
+
+@pytest.fixture
+def instance():
+    with instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def ml_service(tmp_path):
+    service = RunningServer(tmp_path / "ml.sqlite3")
+    yield service
+    service.stop()
+
+
+def tick(instance, ml: MLAnalyzeResource, cursor: str | None) -> SensorResult:
+    """One status-sensor tick; its events are stored as the daemon stores them."""
+    result = ml_status_sensor(
+        build_sensor_context(instance=instance, cursor=cursor, resources={"ml_analyze": ml})
+    )
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    return result
+
+
+def until(instance, ml, cursor, done, timeout=20.0):
+    """Tick until `done(result)`; return (result, cursor)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = tick(instance, ml, cursor)
+        cursor = result.cursor
+        if done(result):
+            return result, cursor
+        assert time.monotonic() < deadline, "the sensor never reached the expected state"
+        time.sleep(0.2)
+
+
+def kinds(result: SensorResult) -> list[str]:
+    return [type(e).__name__ for e in result.asset_events]
+
+
+def setup_supplier(
+    server, tmp_path, ml_url, body=PRICE_LIST, name="Alfa", path="/alfa.xlsx", fmt="excel", ml="yes"
+):
+    url = server.route(path, loopback.file_body(body))
+    master = server.route(
+        "/master.csv", loopback.file_body(master_sheet_csv([[name, url, fmt, "yes", ml]]))
+    )
+    return courier_resources(tmp_path, master, ml_url=ml_url)
+
+
+def test_a_supplier_goes_from_master_sheet_to_a_completed_analysis(
+    instance, server, tmp_path, ml_service
+):
+    resources = setup_supplier(server, tmp_path, ml_service.url)
+    ml = resources["ml_analyze"]
+    sync_registry(instance, resources)
+    [request] = supplier_partitions_sensor(build_sensor_context(instance=instance)).run_requests
+    run = sync_supplier(instance, resources, request.partition_key, selection=FULL)
+    assert run.success
+    assert latest_ml_state(instance, "alfa")[0] == "submitted"
+    assert (
+        run.asset_materializations_for_node("ml_analysis_result") == []
+    )  # submitting is not waiting
+
+    result, _ = until(instance, ml, None, lambda r: "AssetMaterialization" in kinds(r))
+    [materialization] = [
+        e for e in result.asset_events if type(e).__name__ == "AssetMaterialization"
+    ]
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["items_total"] == 3
+    assert metadata["items_processed"] == 3
+    # Two rows extracted (the third has no usable price): one auto-matched, one sent to review.
+    assert metadata["successful_extractions"] == 2 and metadata["failed_extractions"] == 1
+    assert (metadata["items_matched"], metadata["items_review"], metadata["items_unmatched"]) == (
+        1,
+        1,
+        0,
+    )
+    assert metadata["error_count"] == 1 and "по запросу" in metadata["first_errors"]
+    assert metadata["outcome"] == "completed with warnings"
+    assert metadata["attempt"] == 1
+    [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
+    assert check.passed and check.partition == "alfa"
+    assert latest_ml_state(instance, "alfa")[0] == "completed"
+
+
+def test_progress_is_reported_while_the_service_works(instance, server, tmp_path):
+    service = RunningServer(tmp_path / "slow.sqlite3", row_delay_ms=400)
+    try:
+        resources = setup_supplier(server, tmp_path, service.url)
+        sync_registry(instance, resources)
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+        result, cursor = until(
+            instance,
+            resources["ml_analyze"],
+            None,
+            lambda r: any(
+                getattr(e, "metadata", {}).get("phase")
+                and e.metadata["phase"].value == "analyzing"
+                and 0 < e.metadata["progress_percentage"].value < 100
+                for e in r.asset_events
+            ),
+        )
+        assert latest_ml_state(instance, "alfa")[0] == "analyzing"
+        # A second run while the job is still going does not submit the same file twice.
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+        assert (
+            len(TrackerState.from_json(tick(instance, resources["ml_analyze"], cursor).cursor).jobs)
+            == 1
+        )
+    finally:
+        service.stop()
+
+
+def test_ml_off_stops_after_shared_file_visibly(instance, server, tmp_path, ml_service):
+    resources = setup_supplier(server, tmp_path, ml_service.url, ml="no")
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    phase, record = latest_ml_state(instance, "alfa")
+    assert phase == "ml_off" and "use_ml_processing=no" in record.asset_observation.description
+
+    # The global switch wins over a supplier that wants ML.
+    resources = setup_supplier(server, tmp_path, ml_service.url, name="Beta", path="/beta.xlsx")
+    resources["ml_analyze"] = MLAnalyzeResource(url=ml_service.url, use_ml_processing=False)
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "beta", selection=FULL).success
+    assert latest_ml_state(instance, "beta")[0] == "ml_off"
+
+
+def test_failed_jobs_are_resubmitted_then_reported_on_the_check(
+    instance, server, tmp_path, ml_service
+):
+    """The reference server refuses PDFs: 3 attempts, then a failed check with its message."""
+    resources = setup_supplier(
+        server, tmp_path, ml_service.url, body=b"%PDF-1.4 a price list", path="/p.pdf", fmt="url"
+    )
+    ml = resources["ml_analyze"]
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    cursor = None
+    for attempt in (1, 2):
+        result, cursor = until(instance, ml, cursor, lambda r: r.run_requests)
+        [request] = result.run_requests
+        assert request.tags["courier/ml_attempt"] == str(attempt + 1)
+        assert request.asset_selection == [AssetKey("shared_file"), AssetKey("ml_analysis_result")]
+        assert sync_supplier(
+            instance, resources, "alfa", selection=ML_ONLY, tags=request.tags
+        ).success
+    result, cursor = until(instance, ml, cursor, lambda r: "AssetCheckEvaluation" in kinds(r))
+    [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
+    assert not check.passed
+    assert "PDF is not supported by the reference server" in check.description
+    assert latest_ml_state(instance, "alfa")[0] == "failed"
+    assert server.hits["/p.pdf"] == 1  # every attempt reused the file
+    assert TrackerState.from_json(cursor).jobs == {}
+
+
+def test_a_job_lost_in_a_restart_is_resubmitted(instance, server, tmp_path):
+    service = RunningServer(tmp_path / "a.sqlite3", row_delay_ms=1000)
+    resources = setup_supplier(server, tmp_path, service.url)
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    port = service.port
+    service.stop()
+    # The service comes back on the same address with no memory of the job.
+    service = RunningServer(tmp_path / "b.sqlite3", port=port)
+    try:
+        result, _ = until(instance, resources["ml_analyze"], None, lambda r: r.run_requests)
+        phase, record = latest_ml_state(instance, "alfa")
+        assert phase == "retrying" and "lost the job" in record.asset_observation.description
+    finally:
+        service.stop()
+
+
+def test_unreachable_service_keeps_every_job_and_backs_off(instance, server, tmp_path):
+    service = RunningServer(tmp_path / "ml.sqlite3", row_delay_ms=200)
+    resources = setup_supplier(server, tmp_path, service.url)
+    ml = resources["ml_analyze"]
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    port = service.port
+    service.stop()
+
+    down = tick(instance, ml, None)
+    state = TrackerState.from_json(down.cursor)
+    assert len(state.jobs) == 1 and state.backoff_until > time.time()
+    assert (
+        down.run_requests == []
+        and [e for e in down.asset_events if type(e).__name__ != "AssetObservation"] == []
+    )
+    assert "unreachable" in tick(instance, ml, down.cursor).skip_reason.skip_message  # backing off
+
+    service = RunningServer(tmp_path / "ml.sqlite3", port=port, row_delay_ms=0)
+    try:
+        state.backoff_until = 0  # skip the wait
+        result, cursor = until(instance, ml, state.to_json(), lambda r: r.run_requests)
+        # The restarted reference marks the interrupted job failed: it is resubmitted, not lost.
+        assert result.run_requests[0].tags["courier/ml_attempt"] == "2"
+    finally:
+        service.stop()
+
+
+def test_clean_up_keeps_files_whose_analysis_is_outstanding(instance, server, tmp_path):
+    service = RunningServer(tmp_path / "ml.sqlite3", row_delay_ms=2000)
+    try:
+        resources = setup_supplier(server, tmp_path, service.url)
+        sync_registry(instance, resources)
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+        shared = tmp_path / "shared"
+        for path in shared.iterdir():
+            os.utime(path, (1, 1))
+        result = shared_file_cleanup.execute_in_process(instance=instance, resources=resources)
+        [output] = [e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"]
+        assert output.step_output_data.metadata["kept_in_use"].value == 1
+        assert len(list(shared.iterdir())) == 2
+    finally:
+        service.stop()
+
+
+def supplier_sync_from_env():
+    """The real supplier_sync job with resources from the environment, for re-execution."""
+    from dagster import Definitions
+
+    from ingestion_assets.jobs import supplier_sync_job
+    from ingestion_assets.registry.assets import supplier_registry
+    from ingestion_assets.resources import resources_from_env
+
+    defs = Definitions(
+        assets=[supplier_registry, raw_download, shared_file, ml_analysis_result],
+        jobs=[supplier_sync_job],
+        resources=resources_from_env(),
+    )
+    return defs.resolve_job_def("supplier_sync")
+
+
+def test_ml_down_at_submit_fails_the_run_and_the_retry_reuses_the_download(
+    instance, server, tmp_path, free_port, monkeypatch
+):
+    resources = setup_supplier(server, tmp_path, f"http://127.0.0.1:{free_port}")
+    for name, value in {
+        "MASTER_SHEET_URL": server.url("/master.csv"),
+        "SSRF_ALLOWED_HOSTS": "127.0.0.1",
+        "DOWNLOADS_DIR": str(tmp_path / "downloads"),
+        "SHARED_UPLOADS_DIR": str(tmp_path / "shared"),
+        "ML_ANALYZE_URL": f"http://127.0.0.1:{free_port}",
+    }.items():
+        monkeypatch.setenv(name, value)
+    sync_registry(instance, resources)
+    instance.add_dynamic_partitions("suppliers", ["alfa"])
+    job = reconstructable(supplier_sync_from_env)
+    in_process = {"execution": {"config": {"in_process": {}}}}
+    partition = {"dagster/partition": "alfa"}
+    with execute_job(job, instance=instance, run_config=in_process, tags=partition) as failed:
+        assert not failed.success
+        assert "unreachable" in failure_message(failed)
+        assert "Alfa" in failure_message(failed)
+
+    service = RunningServer(tmp_path / "ml.sqlite3", port=free_port)
+    try:
+        options = ReexecutionOptions.from_failure(failed.run_id, instance)
+        # The daemon's run retry copies the parent's tags; execute_job needs them given.
+        with execute_job(
+            job,
+            instance=instance,
+            run_config=in_process,
+            reexecution_options=options,
+            tags=partition,
+        ) as retried:
+            assert retried.success
+        assert server.hits["/alfa.xlsx"] == 1  # not downloaded again
+        assert latest_ml_state(instance, "alfa")[0] == "submitted"
+        _, cursor = until(
+            instance, resources["ml_analyze"], None, lambda r: "AssetMaterialization" in kinds(r)
+        )
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=ML_RESULT), limit=5
+        ).records
+        assert len(records) == 1 and records[0].partition_key == "alfa"
+        assert json.loads(cursor)["jobs"] == {}
+    finally:
+        service.stop()
