@@ -4,27 +4,34 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_HTTP_PORT ?= 8010
+ML_PORT ?= 8001
 
 DEV_ENV := DAGSTER_HOME=$(CURDIR)/.dagster_home \
 	MASTER_SHEET_URL=$(CURDIR)/.data/demo/master_sheet.csv \
 	LOCAL_SOURCES_ROOT=$(CURDIR)/.data/demo/files \
 	SHARED_UPLOADS_DIR=$(CURDIR)/.data/shared/uploads \
 	DOWNLOADS_DIR=$(CURDIR)/.data/downloads \
-	SSRF_ALLOWED_HOSTS=127.0.0.1,localhost
+	SSRF_ALLOWED_HOSTS=127.0.0.1,localhost \
+	ML_ANALYZE_URL=http://127.0.0.1:$(ML_PORT)
 
 .PHONY: dev test lint lock clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --constraint requirements.lock --editable '.[test]'
+	$(BIN)/pip install --quiet --constraint requirements.lock \
+		--editable '.[test]' --editable deployment/ml_analyze_reference
 	touch $(STAMP)
 
-## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start.
+## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start,
+## beside the reference ml-analyze (:8001) and a static server for the demo's URL source (:8010).
 dev: $(STAMP)
-	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
+	mkdir -p .dagster_home .data && cp dagster.yaml .dagster_home/dagster.yaml
+	$(DEV_ENV) $(BIN)/dagster instance migrate >/dev/null  # create the SQLite storage before the daemons race for it
 	$(BIN)/python -m ingestion_assets.demo .data/demo --http-port $(DEMO_HTTP_PORT)
 	@trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/python -m http.server $(DEMO_HTTP_PORT) --bind 127.0.0.1 --directory .data/demo/web >/dev/null 2>&1 & \
+	$(BIN)/python -m ml_analyze_reference --host 127.0.0.1 --port $(ML_PORT) \
+		--db .data/ml-analyze-reference.sqlite3 --row-delay-ms 200 >.data/ml-analyze-reference.log 2>&1 & \
 	$(DEV_ENV) $(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
 
 ## make test: the whole test suite, against real servers on loopback.

@@ -51,6 +51,7 @@ def export_private_sheet(
 ) -> StreamedBytes:
     import gspread  # imported here: only private sheets need it
     import requests
+    import urllib3
     from google.auth.exceptions import GoogleAuthError
 
     sheet_id = spreadsheet_id(url)
@@ -95,14 +96,16 @@ def export_private_sheet(
                     f"the limit is {human_size(limits.max_bytes)} (MAX_FILE_SIZE_MB)"
                 )
             try:
+                # read1, not iter_content: iter_content blocks until a whole chunk has
+                # arrived, so a slow-drip body would reach the deadline check only once per chunk.
                 return stream_to_temp(
-                    response.iter_content(256 * 1024),
+                    iter(lambda: response.raw.read1(256 * 1024, decode_content=True) or b"", b""),
                     dest_dir,
                     limits,
                     expected_size=expected,
                     started=started,
                     progress=progress,
                 )
-            except requests.RequestException as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
                 raise TransientFetchError(f"the Google Drive export broke off: {exc}") from exc
     raise AssertionError("unreachable")
