@@ -9,6 +9,8 @@ import hashlib
 import io
 import json
 import os
+import time
+import zipfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,7 +33,17 @@ from ingestion_assets.fetching.google_sheets import (
 from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
 
-from .loopback import cut_short, fail_then, file_body, html_page, redirect, send, status
+from .loopback import (
+    cut_short,
+    endless,
+    fail_then,
+    file_body,
+    gzipped,
+    html_page,
+    redirect,
+    send,
+    status,
+)
 
 SHEET_ID = "1aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789abcdEF_"  # 44 characters, like Google's
 assert len(SHEET_ID) == 44
@@ -345,5 +357,62 @@ def test_drive_api_unreachable_is_transient(server, google, staging, free_port, 
     )
 
     with pytest.raises(TransientFetchError, match="cannot reach the Google Drive API"):
+        export_private_sheet(google.sheet_url, google.path, staging, LIMITS, backoff_s=0.01)
+    assert entries(staging) == []
+
+
+def chunked(body: bytes, piece: int = 7919):
+    """Transfer-Encoding: chunked, as Google's API servers send exports."""
+
+    def handler(req):
+        req.send_response(200)
+        req.send_header("Content-Type", XLSX_MIME)
+        req.send_header("Transfer-Encoding", "chunked")
+        req.end_headers()
+        for start in range(0, len(body), piece):
+            part = body[start : start + piece]
+            req.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        req.wfile.write(b"0\r\n\r\n")
+
+    return handler
+
+
+@pytest.mark.parametrize("serve", [file_body, chunked, gzipped], ids=["length", "chunked", "gzip"])
+def test_a_large_export_is_kept_byte_for_byte(server, google, staging, serve):
+    buffer = io.BytesIO(workbook_bytes())
+    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("xl/media/image1.bin", os.urandom(3 * 1024 * 1024))
+    body = buffer.getvalue()
+    server.route(
+        google.export_path, serve(body) if serve is not gzipped else gzipped(body, XLSX_MIME)
+    )
+    calls: list = []
+
+    streamed = export_private_sheet(
+        google.sheet_url, google.path, staging, LIMITS, lambda *a: calls.append(a), backoff_s=0.01
+    )
+
+    assert streamed.temp_path.read_bytes() == body
+    assert streamed.md5 == hashlib.md5(body).hexdigest()
+    assert calls[-1][0] == len(body)
+    assert entries(staging) == [streamed.temp_path.name]
+
+
+def test_a_slow_drip_export_is_stopped_by_the_deadline(server, google, staging):
+    server.route(google.export_path, endless(b"PK\x03\x04" + b"x" * 1020, delay=0.05))
+    limits = FetchLimits(max_bytes=50 * 1024 * 1024, connect_timeout=2, read_timeout=2, deadline=1)
+    started = time.monotonic()
+
+    with pytest.raises(TransientFetchError, match="download took longer than 1 s"):
+        export_private_sheet(google.sheet_url, google.path, staging, limits, backoff_s=0.01)
+
+    assert time.monotonic() - started < 1 + 2 + 1
+    assert entries(staging) == []
+
+
+def test_an_endless_export_is_stopped_by_the_cap(server, google, staging):
+    server.route(google.export_path, endless())
+
+    with pytest.raises(PermanentFetchError, match="file too large: more than 5.0 MB"):
         export_private_sheet(google.sheet_url, google.path, staging, LIMITS, backoff_s=0.01)
     assert entries(staging) == []

@@ -96,10 +96,8 @@ def export_private_sheet(
                     f"the limit is {human_size(limits.max_bytes)} (MAX_FILE_SIZE_MB)"
                 )
             try:
-                # read1, not iter_content: iter_content blocks until a whole chunk has
-                # arrived, so a slow-drip body would reach the deadline check only once per chunk.
                 return stream_to_temp(
-                    iter(lambda: response.raw.read1(256 * 1024, decode_content=True) or b"", b""),
+                    _body_chunks(response.raw),
                     dest_dir,
                     limits,
                     expected_size=expected,
@@ -109,3 +107,10 @@ def export_private_sheet(
             except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
                 raise TransientFetchError(f"the Google Drive export broke off: {exc}") from exc
     raise AssertionError("unreachable")
+
+
+def _body_chunks(raw, size: int = 256 * 1024):
+    """The decoded body as it arrives. Not `iter_content`: it blocks until a whole chunk is in,
+    so a slow-drip body would reach the deadline check only once per chunk (minutes, hours)."""
+    while chunk := raw.read1(size, decode_content=True):
+        yield chunk

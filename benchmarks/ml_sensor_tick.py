@@ -1,0 +1,87 @@
+"""One ml status-sensor tick with N outstanding jobs, against the reference ml-analyze over HTTP.
+
+    .venv/bin/python benchmarks/ml_sensor_tick.py [--jobs 1000]
+
+Baseline, measured in the same run: the same N status requests made one after another by
+a plain httpx client (what a naive sensor would do). The goal (issue 5): a tick ≤ 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from dagster import build_sensor_context, instance_for_test
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ingestion_assets.ml.events import submission_observation  # noqa: E402
+from ingestion_assets.ml.sensors import ml_status_sensor  # noqa: E402
+from ingestion_assets.ml.tracking import TrackedJob, TrackerState  # noqa: E402
+from ingestion_assets.resources import MLAnalyzeResource  # noqa: E402
+from ingestion_assets_tests.ml_server import RunningServer  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, instance_for_test() as instance:
+        tmp_path = Path(tmp)
+        price_list = tmp_path / "prices.csv"
+        price_list.write_text("name;price\nДрель ударная;4990\n", encoding="utf-8")
+        # One worker, slow rows: the jobs stay outstanding while the sensor polls them.
+        service = RunningServer(tmp_path / "ml.sqlite3", max_concurrent_jobs=1, row_delay_ms=60_000)
+        try:
+            with httpx.Client(base_url=service.url) as http:
+                job_ids = [
+                    http.post(
+                        "/analyze/file",
+                        json={"file_url": str(price_list), "supplier_id": str(uuid.uuid4()), "file_type": "csv"},
+                    ).json()["job_id"]
+                    for _ in range(args.jobs)
+                ]
+                for index, job_id in enumerate(job_ids):
+                    job = TrackedJob(job_id, f"supplier-{index:04d}", 1, "0" * 32, str(price_list), "", time.time())
+                    instance.report_runless_asset_event(submission_observation(job, "csv", str(uuid.uuid4())))
+
+                baseline = []
+                for _ in range(args.repeat):
+                    started = time.perf_counter()
+                    for job_id in job_ids:
+                        http.get(f"/analyze/status/{job_id}").raise_for_status()
+                    baseline.append(time.perf_counter() - started)
+
+            ml = MLAnalyzeResource(url=service.url)
+            cursor, ticks = None, []
+            for _ in range(args.repeat + 1):
+                context = build_sensor_context(instance=instance, cursor=cursor, resources={"ml_analyze": ml})
+                started = time.perf_counter()
+                result = ml_status_sensor(context)
+                ticks.append(time.perf_counter() - started)
+                cursor = result.cursor
+            state = TrackerState.from_json(cursor)
+            polled = sum(1 for job in state.jobs.values() if job.last_polled)
+        finally:
+            service.stop()
+
+    first, steady = ticks[0], statistics.median(ticks[1:])
+    base = statistics.median(baseline)
+    print(f"outstanding jobs                 {args.jobs}")
+    print(f"jobs polled in the last tick     {polled}")
+    print(f"first tick (reads event log)     {first:6.2f} s")
+    print(f"steady tick (median of {args.repeat})        {steady:6.2f} s   goal ≤ 5 s: {'met' if steady <= 5 else 'MISSED'}")
+    print(f"baseline: sequential GETs        {base:6.2f} s")
+    print(f"ratio tick / sequential          {steady / base:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
