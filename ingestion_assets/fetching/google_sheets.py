@@ -88,8 +88,10 @@ def export_private_sheet(
                 )
             if response.status_code != 200:
                 raise PermanentFetchError(f"Google Drive answered HTTP {response.status_code}")
+            # Content-Length counts encoded bytes; with gzip the decoded size is unknown up front.
             length = response.headers.get("content-length")
-            expected = int(length) if length and length.isdigit() else None
+            encoded = response.headers.get("content-encoding", "identity") not in ("identity", "")
+            expected = int(length) if length and length.isdigit() and not encoded else None
             if expected is not None and expected > limits.max_bytes:
                 raise PermanentFetchError(
                     f"file too large: the export is {human_size(expected)}, "
