@@ -340,3 +340,37 @@ def test_ml_down_at_submit_fails_the_run_and_the_retry_reuses_the_download(
         assert json.loads(cursor)["jobs"] == {}
     finally:
         service.stop()
+
+
+def test_the_sensor_follows_hundreds_of_jobs_to_the_end_once_each(instance, tmp_path, ml_service):
+    """300 outstanding jobs: every one polled, each partition materialized exactly once."""
+    import uuid
+
+    from ingestion_assets.ml.events import submission_observation
+    from ingestion_assets.ml.tracking import TrackedJob
+
+    price_list = tmp_path / "prices.csv"
+    price_list.write_text("name;price\nДрель ударная 750 Вт;4990\nМолоток;450\n", encoding="utf-8")
+    for index in range(300):
+        job_id = ml_service.api.submit(price_list, "csv")
+        job = TrackedJob(job_id, f"s{index:03d}", 1, "0" * 32, str(price_list), "", time.time())
+        instance.report_runless_asset_event(submission_observation(job, "csv", str(uuid.uuid4())))
+
+    ml = MLAnalyzeResource(url=ml_service.url)
+    first = tick(instance, ml, None)
+    assert (
+        len(TrackerState.from_json(first.cursor).jobs)
+        + sum(type(e).__name__ == "AssetMaterialization" for e in first.asset_events)
+        == 300
+    )
+    _, cursor = until(
+        instance, ml, first.cursor, lambda r: not TrackerState.from_json(r.cursor).jobs, timeout=60
+    )
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=ML_RESULT), limit=1000
+    ).records
+    assert sorted(r.partition_key for r in records) == [f"s{i:03d}" for i in range(300)]
+    assert all(r.asset_materialization.metadata["items_total"].value == 2 for r in records)
+    assert isinstance(
+        tick(instance, ml, cursor).skip_reason.skip_message, str
+    )  # nothing left to follow
