@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -47,3 +48,11 @@ def staging(tmp_path) -> Path:
     path = tmp_path / "staging"
     path.mkdir()
     return path
+
+
+def needs(reason: str):
+    """A test that needs something this machine lacks: skipped loudly on a developer's
+    machine, a failure in CI (CI=true), where everything it needs must be present."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run this test, but {reason}")
+    pytest.skip(reason)

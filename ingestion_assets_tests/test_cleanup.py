@@ -8,8 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from ingestion_assets.fetching.streaming import PART_PREFIX
 from ingestion_assets.handoff.atomic import TEMP_PREFIX
 from ingestion_assets.handoff.cleanup import (
@@ -18,6 +16,8 @@ from ingestion_assets.handoff.cleanup import (
     clean_staging_folder,
 )
 from ingestion_assets.handoff.sidecar import SIDECAR_SUFFIX
+
+from .conftest import needs
 
 NOW = 1_750_000_000.0
 HOUR = 3600
@@ -199,9 +199,9 @@ def test_files_that_cannot_be_removed_are_reported_not_counted(tmp_path):
     folder = tmp_path / "mnt"
     folder.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
+        needs("mounting a tmpfs needs root")
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)]).returncode:
-        pytest.skip("mount is not permitted here")
+        needs("mount is not permitted here")
     try:
         put_pair(folder, "s1_1_old.csv", 100, 48 * HOUR)
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)

@@ -19,6 +19,8 @@ from ingestion_assets.handoff.naming import MAX_NAME_BYTES
 from ingestion_assets.handoff.shared_volume import HandOffError, SharedVolume, sidecar_path
 from ingestion_assets.handoff.sidecar import SIDECAR_SUFFIX, FileMetadata
 
+from .conftest import needs
+
 SUPPLIER_ID = "0b6a1c8e-5a59-5d0e-9d43-4d3c3f0b2a10"
 OTHER_SUPPLIER_ID = "6f1d2c3b-aaaa-5bbb-8ccc-123456789abc"
 BODY = "Артикул;Цена\r\nА-1;10,5\r\n".encode("cp1251")
@@ -100,7 +102,7 @@ def read_only_dir(tmp_path):
         undo = lambda: path.chmod(0o755)  # noqa: E731
     try:
         if _writable(path):
-            pytest.skip("cannot make a folder unwritable here (no mount, chattr or non-root)")
+            needs("cannot make a folder unwritable here (no mount, chattr or non-root)")
         yield path
     finally:
         if undo:
@@ -113,7 +115,7 @@ def tiny_fs(tmp_path):
     path = tmp_path / "tiny"
     path.mkdir()
     if not _mount_tmpfs(path, "size=64k"):
-        pytest.skip("mounting a tmpfs needs root and CAP_SYS_ADMIN")
+        needs("mounting a tmpfs needs root and CAP_SYS_ADMIN")
     try:
         yield path
     finally:

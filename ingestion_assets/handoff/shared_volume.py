@@ -44,7 +44,9 @@ class SharedVolume:
         if existing is not None:
             return existing
         name = sanitize_filename(metadata.original_filename, extension)
-        target = self.root / f"{metadata.supplier_id}_{time.time_ns() // 1_000_000}_{name}"
+        epoch_ms = time.time_ns() // 1_000_000
+        while (target := self.root / f"{metadata.supplier_id}_{epoch_ms}_{name}").exists():
+            epoch_ms += 1  # two hand-offs in one millisecond: never overwrite a handed-off file
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_copy(staged, target, metadata.checksum_md5)
