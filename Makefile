@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pypro
 ## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start,
 ## beside the reference ml-analyze (:8001) and a static server for the demo's URL source (:8010).
 dev: $(STAMP)
-	mkdir -p .dagster_home .data && cp dagster.yaml .dagster_home/dagster.yaml
+	mkdir -p .dagster_home .data && cp deployment/dev/dagster.yaml .dagster_home/dagster.yaml
 	$(DEV_ENV) $(BIN)/dagster instance migrate >/dev/null  # create the SQLite storage before the daemons race for it
 	$(BIN)/python -m ingestion_assets.demo .data/demo --http-port $(DEMO_HTTP_PORT)
 	@trap 'kill 0' EXIT INT TERM; \
