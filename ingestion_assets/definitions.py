@@ -3,6 +3,7 @@
 from dagster import Definitions
 
 from .courier.assets import raw_download, shared_file
+from .inbox.sensors import inbox_sensor
 from .jobs import master_sync_job, supplier_sync_job
 from .maintenance import cleanup_schedule, master_sync_schedule, shared_file_cleanup
 from .ml.assets import analysis_succeeded, ml_analysis_result
@@ -15,7 +16,12 @@ defs = Definitions(
     assets=[supplier_registry, raw_download, shared_file, ml_analysis_result],
     asset_checks=[analysis_succeeded],
     jobs=[master_sync_job, supplier_sync_job, shared_file_cleanup],
-    sensors=[supplier_partitions_sensor, initial_master_sync_sensor, ml_status_sensor],
+    sensors=[
+        supplier_partitions_sensor,
+        initial_master_sync_sensor,
+        ml_status_sensor,
+        inbox_sensor,
+    ],
     schedules=[master_sync_schedule, cleanup_schedule],
     resources=resources_from_env(),
 )

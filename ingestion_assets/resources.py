@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from dagster import ConfigurableResource, EnvVar
 
-from .fetching.fetcher import SourceFetcher
+from .fetching.fetcher import SourceFetcher, is_local_path
 from .fetching.streaming import FetchLimits
 from .fetching.url_guard import UrlGuard
 from .handoff.shared_volume import SharedVolume
@@ -34,6 +35,7 @@ class FetchResource(ConfigurableResource):
     local_sources_root: str = ""  # local source files are only read under this folder
     google_credentials_path: str = ""  # service-account JSON, for private Google Sheets
     downloads_dir: str = str(DEV_DATA / "downloads")  # staging: the courier's own copies
+    inbox_dir: str = ""  # files handed in by hand: <inbox>/<supplier key>/<file>; empty: no inbox
 
     def fetcher(self) -> SourceFetcher:
         return SourceFetcher(
@@ -47,6 +49,18 @@ class FetchResource(ConfigurableResource):
             local_sources_root=self.local_sources_root or None,
             google_credentials_path=self.google_credentials_path or None,
         )
+
+    def fetcher_for(self, source: str) -> SourceFetcher:
+        """Files claimed from the inbox are read from the inbox; other local paths only
+        from LOCAL_SOURCES_ROOT."""
+        fetcher = self.fetcher()
+        if (
+            self.inbox_dir
+            and is_local_path(source)
+            and Path(source).resolve().is_relative_to(Path(self.inbox_dir).resolve())
+        ):
+            return dataclasses.replace(fetcher, local_sources_root=self.inbox_dir)
+        return fetcher
 
     def staging_dir(self, supplier_key: str) -> Path:
         return Path(self.downloads_dir).resolve() / supplier_key
@@ -119,6 +133,7 @@ def resources_from_env() -> dict:
             local_sources_root=_env("LOCAL_SOURCES_ROOT"),
             google_credentials_path=_env("GOOGLE_CREDENTIALS_PATH"),
             downloads_dir=_env("DOWNLOADS_DIR"),
+            inbox_dir=_env("INBOX_DIR"),
         ),
         "shared_volume": _configured(
             SharedVolumeResource,

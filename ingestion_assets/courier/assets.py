@@ -8,6 +8,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     Backoff,
+    Config,
     DataVersion,
     Failure,
     Jitter,
@@ -16,6 +17,7 @@ from dagster import (
     RetryPolicy,
     asset,
 )
+from pydantic import Field
 
 from ..fetching.errors import FetchError
 from ..fetching.fetcher import FetchedFile
@@ -27,6 +29,7 @@ from ..handoff.sidecar import FileMetadata
 from ..partitions import suppliers
 from ..registry.models import Registry, Supplier
 from ..resources import FetchResource, SharedVolumeResource
+from .sources import UnknownSupplier, resolve_supplier
 
 # 5xx, timeouts, dropped connections: 3 retries, 1 s → 2 s → 4 s, with jitter.
 DOWNLOAD_RETRY = RetryPolicy(
@@ -63,15 +66,19 @@ def no_run_retry(context: AssetExecutionContext) -> None:
     context.instance.add_run_tags(context.run_id, {"dagster/retry_on_asset_or_op_failure": "false"})
 
 
-def supplier_from_registry(registry: Registry, key: str) -> Supplier:
-    supplier = registry.get(key)
-    if supplier is None:
-        raise Failure(
-            f"Supplier '{key}' is not in the master sheet any more (or its row was refused): "
-            "nothing to fetch. Check the supplier_registry asset's problems.",
-            allow_retries=False,
-        )
-    return supplier
+class SourceConfig(Config):
+    """A one-off source for this run, instead of the master sheet's (launchpad, inbox)."""
+
+    source_url: str = Field(
+        default="", description="URL or local path; empty: the master sheet's source"
+    )
+    format: str = Field(
+        default="", description="google_sheets | csv | excel | url; empty: inferred"
+    )
+    use_ml_processing: bool | None = Field(
+        default=None, description="empty: the master sheet's setting"
+    )
+    supplier_name: str = Field(default="", description="for a supplier not in the master sheet")
 
 
 @asset(
@@ -82,10 +89,24 @@ def supplier_from_registry(registry: Registry, key: str) -> Supplier:
     pool="supplier_downloads",
 )
 def raw_download(
-    context: AssetExecutionContext, supplier_registry: Registry, fetch: FetchResource
+    context: AssetExecutionContext,
+    config: SourceConfig,
+    supplier_registry: Registry,
+    fetch: FetchResource,
 ) -> Output[RawDownload]:
     """The supplier's file, byte for byte, streamed into the courier's staging folder."""
-    supplier = supplier_from_registry(supplier_registry, context.partition_key)
+    try:
+        supplier = resolve_supplier(
+            supplier_registry,
+            context.partition_key,
+            config.source_url,
+            config.format,
+            config.use_ml_processing,
+            config.supplier_name,
+        )
+    except (UnknownSupplier, ValueError) as exc:
+        no_run_retry(context)
+        raise Failure(str(exc), allow_retries=False) from exc
     source = redact_url(supplier.source_url)
     context.log.info(f"{describe(supplier, source)}: fetching ({supplier.format})")
 
@@ -95,7 +116,7 @@ def raw_download(
         )
 
     try:
-        fetched = fetch.fetcher().fetch(
+        fetched = fetch.fetcher_for(supplier.source_url).fetch(
             supplier.source_url, supplier.format, fetch.staging_dir(supplier.key), progress
         )
     except FetchError as exc:

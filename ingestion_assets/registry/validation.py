@@ -180,15 +180,17 @@ def validate_source(url: str, fmt: str) -> None:
         raise RowError("missing source URL")
     if len(url) > MAX_URL_LENGTH:
         raise RowError(f"source URL longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise RowError("invalid source URL: it contains spaces or control characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise RowError("invalid source: it contains control characters")
+    if is_local_path(url) and fmt in ("csv", "excel"):
+        return  # a local path may hold spaces; where it may point is checked when it is read
+    if any(ch.isspace() for ch in url):
+        raise RowError("invalid source URL: it contains spaces")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as exc:
         raise RowError(f"invalid source URL: {exc}") from exc
-    if is_local_path(url) and fmt in ("csv", "excel"):
-        return
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = f"'{scheme}://'" if scheme else "none"

@@ -1,0 +1,78 @@
+"""Finding handed-in files that are complete, and moving them aside so each runs once.
+
+A file counts as complete when its size and modification time were the same one scan
+earlier and it is at least MIN_AGE_S old: a copy still being written keeps changing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..registry.validation import supplier_key
+
+PROCESSED = ".processed"
+MIN_AGE_S = 2.0
+# Names that editors and downloaders give to files still being written.
+_PARTIAL_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".swp")
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    key: str
+    path: Path
+    size: int
+    mtime: float
+
+    @property
+    def signature(self) -> list:
+        return [self.size, self.mtime]
+
+
+def scan(inbox: Path) -> tuple[list[InboxFile], list[str]]:
+    """Every candidate file, and the folder names refused (not a supplier key)."""
+    files, refused = [], []
+    if not inbox.is_dir():
+        return files, refused
+    for folder in sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if supplier_key(folder.name) != folder.name:
+            refused.append(folder.name)
+            continue
+        for path in sorted(folder.iterdir()):
+            name = path.name
+            if (
+                not path.is_file()
+                or name.startswith((".", "~$"))
+                or name.lower().endswith(_PARTIAL_SUFFIXES)
+            ):
+                continue
+            stat = path.stat()
+            files.append(InboxFile(folder.name, path, stat.st_size, stat.st_mtime))
+    return files, refused
+
+
+def ready(
+    files: list[InboxFile], seen_before: dict[str, list], now: float | None = None
+) -> list[InboxFile]:
+    """Files unchanged since the previous scan and old enough: their writer is done."""
+    now = time.time() if now is None else now
+    return [
+        f
+        for f in files
+        if seen_before.get(str(f.path)) == f.signature and now - f.mtime >= MIN_AGE_S and f.size > 0
+    ]
+
+
+def claim(file: InboxFile, inbox: Path) -> Path:
+    """Move the file to <inbox>/.processed/<key>/<epoch_ms>_<name> (atomic, same filesystem)."""
+    target_dir = inbox / PROCESSED / file.key
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{time.time_ns() // 1_000_000}_{file.path.name}"
+    os.replace(file.path, target)
+    return target
+
+
+def format_for(path: Path) -> str:
+    return "csv" if path.suffix.lower() in (".csv", ".txt") else "excel"
