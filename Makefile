@@ -11,10 +11,11 @@ DEV_ENV := DAGSTER_HOME=$(CURDIR)/.dagster_home \
 	LOCAL_SOURCES_ROOT=$(CURDIR)/.data/demo/files \
 	SHARED_UPLOADS_DIR=$(CURDIR)/.data/shared/uploads \
 	DOWNLOADS_DIR=$(CURDIR)/.data/downloads \
+	INBOX_DIR=$(CURDIR)/.data/inbox \
 	SSRF_ALLOWED_HOSTS=127.0.0.1,localhost \
 	ML_ANALYZE_URL=http://127.0.0.1:$(ML_PORT)
 
-.PHONY: dev test lint lock clean
+.PHONY: dev test lint lock clean status
 
 $(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pypro
 ## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start,
 ## beside the reference ml-analyze (:8001) and a static server for the demo's URL source (:8010).
 dev: $(STAMP)
-	mkdir -p .dagster_home .data && cp deployment/dev/dagster.yaml .dagster_home/dagster.yaml
+	mkdir -p .dagster_home .data/inbox && cp deployment/dev/dagster.yaml .dagster_home/dagster.yaml
 	$(DEV_ENV) $(BIN)/dagster instance migrate >/dev/null  # create the SQLite storage before the daemons race for it
 	$(BIN)/python -m ingestion_assets.demo .data/demo --http-port $(DEMO_HTTP_PORT)
 	@trap 'kill 0' EXIT INT TERM; \
@@ -37,6 +38,10 @@ dev: $(STAMP)
 ## make test: the whole test suite, against real servers on loopback.
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## make status: one line per supplier of the `make dev` instance.
+status: $(STAMP)
+	@$(DEV_ENV) $(BIN)/python -m ingestion_assets status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
