@@ -19,6 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from .. import pools
 from ..fetching.errors import FetchError
 from ..fetching.fetcher import FetchedFile
 from ..fetching.redact import redact_url
@@ -86,7 +87,7 @@ class SourceConfig(Config):
     group_name="suppliers",
     kinds={"python"},
     retry_policy=DOWNLOAD_RETRY,
-    pool="supplier_downloads",
+    pool=pools.DOWNLOADS,
 )
 def raw_download(
     context: AssetExecutionContext,

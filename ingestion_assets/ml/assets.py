@@ -13,6 +13,7 @@ from dagster import (
     asset_check,
 )
 
+from .. import pools
 from ..courier.assets import SharedFile, describe
 from ..handoff.atomic import file_md5
 from ..partitions import suppliers
@@ -39,7 +40,7 @@ class AnalysisConfig(Config):
     partitions_def=suppliers,
     group_name="suppliers",
     kinds={"python"},
-    pool="ml_analyze",
+    pool=pools.ML_ANALYZE,
     output_required=False,
 )
 def ml_analysis_result(

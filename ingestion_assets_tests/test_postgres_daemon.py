@@ -1,0 +1,184 @@
+"""The real pipeline on the shipped PostgreSQL instance config, and under the real daemon:
+sensors, queued runs, run retries from failure, the ml status sensor."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from . import loopback
+from .conftest import needs
+from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
+from .ml_server import RunningServer
+from .postgres import PostgresServer, server_bin
+from .test_ml_pipeline import FULL, PRICE_LIST, until
+
+REPO = Path(__file__).resolve().parents[1]
+ML_RESULT = AssetKey("ml_analysis_result")
+CSV = "Код;Товар;Цена\nB-1;Молоток слесарный;450,00\n".encode("cp1251")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if server_bin() is None:
+        needs("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_home(postgres, tmp_path, monkeypatch, request):
+    """A DAGSTER_HOME with the shipped dagster.yaml, on a fresh database of the test server."""
+    db = "t_" + request.node.name.lower()[:40].replace("-", "_")
+    postgres.create_database(db)
+    for name, value in postgres.env(db).items():
+        monkeypatch.setenv(name, value)
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def test_the_pipeline_runs_on_the_postgres_instance(pg_home, server, tmp_path):
+    service = RunningServer(tmp_path / "ml.sqlite3")
+    try:
+        with DagsterInstance.from_config(str(pg_home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            url = server.route("/alfa.xlsx", loopback.file_body(PRICE_LIST))
+            master = server.route(
+                "/master.csv",
+                loopback.file_body(master_sheet_csv([["Alfa", url, "excel", "", ""]])),
+            )
+            resources = courier_resources(tmp_path, master, ml_url=service.url)
+            sync_registry(instance, resources)
+            assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+            until(
+                instance,
+                resources["ml_analyze"],
+                None,
+                lambda r: r.asset_events and not r.run_requests,
+            )
+            [record] = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=ML_RESULT), limit=5
+            ).records
+            assert record.partition_key == "alfa"
+            assert record.asset_materialization.metadata["items_total"].value == 3
+    finally:
+        service.stop()
+
+
+def _wait_for(predicate, timeout: float, what: str, poll: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+    return result
+
+
+def test_daemon_syncs_on_start_and_run_retries_finish_once_ml_analyze_is_back(
+    pg_home, server, tmp_path, free_port
+):
+    """ml-analyze is down when the first sync runs: the runs fail at submission, clearly;
+    ml-analyze comes back; the daemon's run retries finish without downloading again."""
+    sources = {
+        "alfa": server.route("/alfa.xlsx", loopback.file_body(PRICE_LIST)),
+        "beta": server.route("/beta.csv", loopback.file_body(CSV)),
+    }
+    master = server.route(
+        "/master.csv",
+        loopback.file_body(
+            master_sheet_csv(
+                [
+                    ["Alfa", sources["alfa"], "excel", "", ""],
+                    ["Beta", sources["beta"], "csv", "", ""],
+                ]
+            )
+        ),
+    )
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        f"load_from:\n  - python_module:\n      module_name: ingestion_assets.definitions\n"
+        f"      working_directory: {REPO}\n      location_name: ingestion_assets\n"
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(pg_home),
+        "MASTER_SHEET_URL": master,
+        "SSRF_ALLOWED_HOSTS": "127.0.0.1",
+        "DOWNLOADS_DIR": str(tmp_path / "downloads"),
+        "SHARED_UPLOADS_DIR": str(tmp_path / "shared"),
+        "ML_ANALYZE_URL": f"http://127.0.0.1:{free_port}",
+        "ML_POLL_INTERVAL_SECONDS": "2",
+    }
+    # As the deployment does before starting the daemon:
+    subprocess.run(
+        [sys.executable, "-m", "ingestion_assets", "set-pool-limits"], env=env, check=True
+    )
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=open(tmp_path / "daemon.log", "wb"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+    )
+    service = None
+    try:
+        with DagsterInstance.from_config(str(pg_home)) as instance:
+
+            def failed_supplier_runs():
+                return instance.get_runs(
+                    RunsFilter(job_name="supplier_sync", statuses=[DagsterRunStatus.FAILURE])
+                )
+
+            [first_failure, *_] = _wait_for(
+                failed_supplier_runs, 180, "a supplier run to fail on the missing ml-analyze"
+            )
+            service = RunningServer(tmp_path / "ml.sqlite3", port=free_port)
+
+            def analysed():
+                records = instance.fetch_materializations(
+                    AssetRecordsFilter(asset_key=ML_RESULT), limit=10
+                ).records
+                return {r.partition_key for r in records} == {"alfa", "beta"}
+
+            _wait_for(analysed, 240, "both suppliers' analyses to complete")
+            failures = [
+                e.dagster_event.step_failure_data
+                for e in instance.all_logs(first_failure.run_id)
+                if e.dagster_event and e.dagster_event.is_step_failure
+            ]
+            reasons = [f.user_failure_data.description for f in failures if f.user_failure_data]
+            assert any(
+                "cannot submit to ml-analyze" in r and "unreachable" in r for r in reasons
+            ), [
+                (str(e.dagster_event_type), e.message[:300])
+                for e in instance.all_logs(first_failure.run_id)
+            ]
+            retries = instance.get_runs(
+                RunsFilter(job_name="supplier_sync", tags={"dagster/retry_number": "1"})
+            )
+            assert retries and any(r.status == DagsterRunStatus.SUCCESS for r in retries)
+            assert (
+                server.hits["/alfa.xlsx"] == 1 and server.hits["/beta.csv"] == 1
+            )  # retries reused the download
+            assert server.hits["/master.csv"] == 1  # synced once at start, by itself
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        if service:
+            service.stop()
