@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
@@ -23,14 +25,14 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(target: Path, chunks: Iterable[bytes], expected_md5: str | None = None) -> None:
-    """Write `chunks` to `target` atomically; with `expected_md5`, verify the written bytes first."""
+@contextmanager
+def _replacing(target: Path, expected_md5: str | None):
+    """Yield a hidden temp file beside `target`; on success fsync, verify, rename into place."""
     fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     temp = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         if expected_md5 is not None:
@@ -45,9 +47,28 @@ def atomic_write(target: Path, chunks: Iterable[bytes], expected_md5: str | None
     _fsync_dir(target.parent)
 
 
+def atomic_write(target: Path, chunks: Iterable[bytes], expected_md5: str | None = None) -> None:
+    """Write `chunks` to `target` atomically; with `expected_md5`, verify the written bytes first."""
+    with _replacing(target, expected_md5) as out:
+        for chunk in chunks:
+            out.write(chunk)
+
+
 def atomic_copy(source: Path, target: Path, expected_md5: str) -> None:
-    with source.open("rb") as handle:
-        atomic_write(target, iter(lambda: handle.read(CHUNK), b""), expected_md5)
+    """Copy in the kernel (sendfile), then verify the copy's checksum before it becomes visible."""
+    with _replacing(target, expected_md5) as out, source.open("rb") as src:
+        out.flush()
+        size, offset = os.fstat(src.fileno()).st_size, 0
+        try:
+            while offset < size:
+                sent = os.sendfile(out.fileno(), src.fileno(), offset, min(size - offset, 1 << 30))
+                if sent == 0:
+                    break
+                offset += sent
+        except OSError:  # sendfile not supported between these files: copy in Python
+            src.seek(offset)
+            out.seek(offset)
+            shutil.copyfileobj(src, out, CHUNK)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -173,8 +173,9 @@ def summary_metadata(job: TrackedJob, status: JobStatus) -> dict:
         value = getattr(status, name)
         if value is not None:
             metadata[name] = value
-    durations = _durations(status)
-    metadata.update(durations)
+    if status.completed_at:
+        metadata["ml_completed_at"] = status.completed_at
+    metadata.update(_durations(status))
     return metadata
 
 
