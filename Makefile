@@ -15,7 +15,7 @@ DEV_ENV := DAGSTER_HOME=$(CURDIR)/.dagster_home \
 	SSRF_ALLOWED_HOSTS=127.0.0.1,localhost \
 	ML_ANALYZE_URL=http://127.0.0.1:$(ML_PORT)
 
-.PHONY: dev test lint lock clean status
+.PHONY: dev test lint lock clean status bench
 
 $(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(STAMP)
 ## make status: one line per supplier of the `make dev` instance.
 status: $(STAMP)
 	@$(DEV_ENV) $(BIN)/python -m ingestion_assets status
+
+## make bench: the benchmarks (figures and ratios against floors measured in the same run).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,206 @@
+"""Orchestration overhead and status latency, through the real daemon and run launcher on the
+shipped PostgreSQL instance config.
+
+    .venv/bin/python benchmarks/orchestration.py [--suppliers 100] [--latency-suppliers 20]
+
+1. floor: BENCH_RUNS runs of an empty partitioned asset (benchmarks/empty_location.py);
+2. courier: a master sync of N suppliers with 100 KB files (ML processing off, so the figure
+   is the courier's own: fetch, hand-off, the ML step deciding to stop);
+3. status latency: M suppliers with ML on against the reference ml-analyze (own process);
+   for each, ml-analyze's completed_at → the ml_analysis_result materialization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterRunStatus, RunsFilter
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.daemon import Daemon, wait_for  # noqa: E402
+from ingestion_assets_tests import loopback  # noqa: E402
+from ingestion_assets_tests.dagster_helpers import master_sheet_csv  # noqa: E402
+from ingestion_assets_tests.postgres import PostgresServer  # noqa: E402
+
+DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def price_list(rows: int) -> bytes:
+    lines = ["Артикул;Наименование;Цена"] + [
+        f"A-{i};Дрель ударная модель {i};{1000 + i},50" for i in range(rows)
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def runs_of(instance, job: str, expected: int, timeout: float):
+    def finished():
+        records = instance.get_run_records(RunsFilter(job_name=job))
+        done = [r for r in records if r.dagster_run.status in DONE]
+        return done if len(done) >= expected else None
+
+    return wait_for(finished, timeout, f"{expected} {job} runs", poll=1.0)
+
+
+def span(records, since: float | None = None) -> float:
+    start = since if since is not None else min(r.create_timestamp.timestamp() for r in records)
+    return max(r.end_time for r in records) - start
+
+
+def floor_phase(postgres, root: Path, n: int) -> float:
+    daemon = Daemon(
+        postgres,
+        "bench_floor",
+        root / "floor",
+        "benchmarks.empty_location",
+        REPO,
+        {"BENCH_RUNS": str(n)},
+    )
+    try:
+        with daemon.instance() as instance:
+            records = runs_of(instance, "empty_job", n, 900)
+            assert all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in records)
+            return span(records)
+    finally:
+        daemon.stop()
+
+
+def courier_env(root: Path, master: str, ml_url: str, use_ml: bool) -> dict:
+    return {
+        "MASTER_SHEET_URL": master,
+        "SSRF_ALLOWED_HOSTS": "127.0.0.1",
+        "DOWNLOADS_DIR": str(root / "downloads"),
+        "SHARED_UPLOADS_DIR": str(root / "shared"),
+        "ML_ANALYZE_URL": ml_url,
+        "USE_ML_PROCESSING": "true" if use_ml else "false",
+    }
+
+
+def courier_phase(postgres, server, root: Path, n: int) -> tuple[float, float]:
+    body = price_list(2600)  # ≈ 100 KB
+    rows = [
+        [f"Supplier {i:03d}", server.route(f"/s{i}.csv", loopback.file_body(body)), "csv", "", ""]
+        for i in range(n)
+    ]
+    master = server.route("/master-courier.csv", loopback.file_body(master_sheet_csv(rows)))
+    env = courier_env(root, master, "http://127.0.0.1:9", use_ml=False)
+    daemon = Daemon(
+        postgres, "bench_courier", root / "courier", "ingestion_assets.definitions", REPO, env
+    )
+    try:
+        with daemon.instance() as instance:
+            records = runs_of(instance, "supplier_sync", n, 900)
+            failed = [r for r in records if r.dagster_run.status != DagsterRunStatus.SUCCESS]
+            assert not failed, f"{len(failed)} supplier runs failed"
+            [sync] = instance.get_run_records(RunsFilter(job_name="master_sync"))
+            return span(records), span(records, sync.create_timestamp.timestamp())
+    finally:
+        daemon.stop()
+
+
+def latency_phase(postgres, server, root: Path, m: int) -> list[float]:
+    ml_port = free_port()
+    ml = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ml_analyze_reference",
+            "--port",
+            str(ml_port),
+            "--db",
+            str(root / "ml.sqlite3"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    body = price_list(50)
+    rows = [
+        [f"Latency {i:02d}", server.route(f"/l{i}.csv", loopback.file_body(body)), "csv", "", ""]
+        for i in range(m)
+    ]
+    master = server.route("/master-latency.csv", loopback.file_body(master_sheet_csv(rows)))
+    env = courier_env(root, master, f"http://127.0.0.1:{ml_port}", use_ml=True)
+    daemon = Daemon(
+        postgres, "bench_latency", root / "latency", "ingestion_assets.definitions", REPO, env
+    )
+    try:
+        with daemon.instance() as instance:
+            key = AssetKey("ml_analysis_result")
+
+            def all_materialized():
+                records = instance.fetch_materializations(
+                    AssetRecordsFilter(asset_key=key), limit=m + 10
+                ).records
+                return records if len({r.partition_key for r in records}) >= m else None
+
+            records = wait_for(all_materialized, 600, f"{m} analyses")
+            latencies = []
+            for record in records:
+                completed = record.asset_materialization.metadata["ml_completed_at"].value
+                finished = dt.datetime.fromisoformat(completed.replace("Z", "+00:00")).timestamp()
+                latencies.append(record.timestamp - finished)
+            return latencies
+    finally:
+        daemon.stop()
+        os.killpg(ml.pid, 15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--suppliers", type=int, default=100)
+    parser.add_argument("--latency-suppliers", type=int, default=20)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="courier-orch-"))
+    postgres = PostgresServer()
+    server = loopback.LoopbackServer()
+    try:
+        started = time.monotonic()
+        floor = floor_phase(postgres, root, args.suppliers)
+        runs, whole = courier_phase(postgres, server, root, args.suppliers)
+        latencies = latency_phase(postgres, server, root, args.latency_suppliers)
+        total = time.monotonic() - started
+    finally:
+        server.close()
+        postgres.stop()
+    n = args.suppliers
+    poll = int(os.environ.get("ML_POLL_INTERVAL_SECONDS", "5"))
+    print(
+        f"floor: {n} runs of an empty partitioned asset          {floor:7.1f} s   {n / floor * 60:6.1f} runs/min"
+    )
+    print(
+        f"courier: {n} supplier runs (100 KB files, ML off)      {runs:7.1f} s   {n / runs * 60:6.1f} suppliers/min"
+    )
+    ratio = runs / floor
+    print(
+        f"ratio courier / floor                                 {ratio:7.2f}   goal ≤ 1.3: {'met' if ratio <= 1.3 else 'MISSED'}"
+    )
+    print(
+        f"courier: whole sync, master sheet read included       {whole:7.1f} s   {n / whole * 60:6.1f} suppliers/min"
+    )
+    worst, median = max(latencies), statistics.median(latencies)
+    print(
+        f"status latency, {len(latencies)} analyses: median / max          {median:5.1f} / {worst:4.1f} s   "
+        f"goal ≤ {poll} + 2 s: {'met' if worst <= poll + 2 else 'MISSED'}"
+    )
+    print(f"benchmark wall time                                   {total:7.1f} s")
+
+
+if __name__ == "__main__":
+    main()
