@@ -21,7 +21,11 @@ def server_bin() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self):
+    """`user` is the superuser; with a `password`, clients must give it (scram-sha-256),
+    as with the official image; without, trust on loopback."""
+
+    def __init__(self, user: str = "postgres", password: str | None = None, db: str = "dagster"):
+        self.user, self.password = user, password
         bindir = server_bin()
         if bindir is None:
             raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
@@ -58,13 +62,16 @@ class PostgresServer:
             "-w",
             "start",
         )
-        self.create_database("dagster")
+        self.create_database(db)
 
     def _run(self, tool: str, *args: str) -> str:
         command = [str(self.bindir / tool), *args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=self.root)
+        env = {**os.environ, "PGPASSWORD": self.password or ""}
+        done = subprocess.run(
+            command, capture_output=True, text=True, cwd=self.root, env=env, timeout=120
+        )
         if done.returncode:
             raise RuntimeError(f"{tool} failed: {done.stderr or done.stdout}")
         return done.stdout
@@ -88,8 +95,8 @@ class PostgresServer:
             "DAGSTER_POSTGRES_HOST": "127.0.0.1",
             "DAGSTER_POSTGRES_PORT": str(self.port),
             "DAGSTER_POSTGRES_DB": db,
-            "DAGSTER_POSTGRES_USER": "postgres",
-            "DAGSTER_POSTGRES_PASSWORD": "unused-trust-auth",
+            "DAGSTER_POSTGRES_USER": self.user,
+            "DAGSTER_POSTGRES_PASSWORD": self.password or "unused-trust-auth",
         }
 
     def stop(self) -> None:
