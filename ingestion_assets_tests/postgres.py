@@ -38,18 +38,13 @@ class PostgresServer:
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
+        auth = ["-A", "trust"]
+        if password is not None:
+            (self.root / "password").write_text(password)
+            if self._as_postgres:
+                shutil.chown(self.root / "password", "postgres", "postgres")
+            auth = ["--auth=scram-sha-256", f"--pwfile={self.root / 'password'}"]
+        self._run("initdb", "-D", str(self.data), *auth, "-U", user, "--no-sync", "-E", "UTF8")
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
         self._run(
             "pg_ctl",
@@ -81,7 +76,7 @@ class PostgresServer:
         while True:
             try:
                 self._run(
-                    "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name
+                    "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name
                 )
                 return
             except RuntimeError:
