@@ -12,20 +12,24 @@ import pytest
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    AssetSelection,
+    Definitions,
     ReexecutionOptions,
     SensorResult,
     build_sensor_context,
     execute_job,
     instance_for_test,
+    materialize,
     reconstructable,
 )
 
 from ingestion_assets.courier.assets import raw_download, shared_file
 from ingestion_assets.maintenance import shared_file_cleanup
-from ingestion_assets.ml.assets import ml_analysis_result
+from ingestion_assets.ml.assets import analysis_succeeded, ml_analysis_result
 from ingestion_assets.ml.events import ML_RESULT, latest_ml_state
 from ingestion_assets.ml.sensors import ml_status_sensor
 from ingestion_assets.ml.tracking import TrackerState
+from ingestion_assets.registry.assets import supplier_registry
 from ingestion_assets.registry.sensors import supplier_partitions_sensor
 from ingestion_assets.resources import MLAnalyzeResource
 
@@ -140,13 +144,12 @@ def test_a_supplier_goes_from_master_sheet_to_a_completed_analysis(
     assert metadata["error_count"] == 1 and "по запросу" in metadata["first_errors"]
     assert metadata["outcome"] == "completed with warnings"
     assert metadata["attempt"] == 1
-    [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
-    assert check.passed and check.partition == "alfa"
+    assert result.run_requests == []  # a first success needs no check run
     assert latest_ml_state(instance, "alfa")[0] == "completed"
 
 
 def test_progress_is_reported_while_the_service_works(instance, server, tmp_path):
-    service = RunningServer(tmp_path / "slow.sqlite3", row_delay_ms=400)
+    service = RunningServer(tmp_path / "slow.sqlite3", row_delay_ms=1000)
     try:
         resources = setup_supplier(server, tmp_path, service.url)
         sync_registry(instance, resources)
@@ -163,12 +166,16 @@ def test_progress_is_reported_while_the_service_works(instance, server, tmp_path
             ),
         )
         assert latest_ml_state(instance, "alfa")[0] == "analyzing"
-        # A second run while the job is still going does not submit the same file twice.
+        # A second run while the job is still going (or after it ended) does not submit the
+        # same file twice.
         assert sync_supplier(instance, resources, "alfa", selection=FULL).success
-        assert (
-            len(TrackerState.from_json(tick(instance, resources["ml_analyze"], cursor).cursor).jobs)
-            == 1
-        )
+        observations = instance.fetch_observations(
+            AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=["alfa"]), limit=100
+        ).records
+        submissions = [
+            r for r in observations if r.asset_observation.metadata["phase"].value == "submitted"
+        ]
+        assert len(submissions) == 1
     finally:
         service.stop()
 
@@ -210,10 +217,49 @@ def test_failed_jobs_are_resubmitted_then_reported_on_the_check(
     result, cursor = until(instance, ml, cursor, lambda r: "AssetCheckEvaluation" in kinds(r))
     [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
     assert not check.passed
+    assert check.description.startswith("alfa: ")
     assert "PDF is not supported by the reference server" in check.description
+    assert check.metadata["failed_suppliers"].value == "alfa"
     assert latest_ml_state(instance, "alfa")[0] == "failed"
     assert server.hits["/p.pdf"] == 1  # every attempt reused the file
     assert TrackerState.from_json(cursor).jobs == {}
+    [by_hand] = run_check(instance, resources).get_asset_check_evaluations()
+    assert not by_hand.passed and "alfa" in by_hand.description
+
+    # The supplier sends a spreadsheet: it completes, and the check recovers. Then it fails
+    # and recovers again: each evaluation is stored (no unique-key clash in the storage).
+    for body in (PRICE_LIST, b"%PDF-1.4 again", PRICE_LIST):
+        server.route("/p.pdf", loopback.file_body(body))
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+        for _ in range(3):  # a PDF takes three attempts
+            result, cursor = until(
+                instance,
+                ml,
+                cursor,
+                lambda r: (
+                    r.run_requests or r.asset_events and not TrackerState.from_json(r.cursor).jobs
+                ),
+            )
+            for request in result.run_requests:
+                assert sync_supplier(
+                    instance, resources, "alfa", selection=ML_ONLY, tags=request.tags
+                ).success
+            if not result.run_requests:
+                break
+        [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
+        assert check.passed == (body == PRICE_LIST)
+    [by_hand] = run_check(instance, resources).get_asset_check_evaluations()
+    assert by_hand.passed
+
+
+def run_check(instance, resources):
+    """analysis_succeeded, executed by hand (it re-reads the event log)."""
+    return materialize(
+        [ml_analysis_result.to_source_asset(), analysis_succeeded],
+        instance=instance,
+        resources=resources,
+        selection=AssetSelection.checks(analysis_succeeded),
+    )
 
 
 def test_a_job_lost_in_a_restart_is_resubmitted(instance, server, tmp_path):
@@ -280,10 +326,8 @@ def test_clean_up_keeps_files_whose_analysis_is_outstanding(instance, server, tm
 
 def supplier_sync_from_env():
     """The real supplier_sync job with resources from the environment, for re-execution."""
-    from dagster import Definitions
 
     from ingestion_assets.jobs import supplier_sync_job
-    from ingestion_assets.registry.assets import supplier_registry
     from ingestion_assets.resources import resources_from_env
 
     defs = Definitions(

@@ -21,7 +21,7 @@ from ..resources import MLAnalyzeResource
 from .client import JobNotFound, MLAnalyzeError
 from .events import (
     ATTEMPT_TAG,
-    COMPLETED,
+    FAILED,
     ML_OFF,
     REPLACES_TAG,
     latest_ml_state,
@@ -136,13 +136,19 @@ def _job_state(client, job_id: str) -> str | None:
         return None
 
 
-@asset_check(asset=ml_analysis_result, name="analysis_succeeded", partitions_def=suppliers)
+@asset_check(asset=ml_analysis_result, name="analysis_succeeded")
 def analysis_succeeded(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    """Passes when the partition's latest analysis completed. The ml status sensor reports this
-    check when a job ends; running it by hand re-reads the event log."""
-    phase, record = latest_ml_state(context.instance, context.partition_key)
-    description = getattr(getattr(record, "asset_observation", None), "description", None)
+    """Passes when no supplier's latest analysis failed for good; lists those that did, with
+    ml-analyze's messages. The ml status sensor reports it as analyses fail and recover;
+    running it by hand re-reads the event log."""
+    failed = {}
+    for key in context.instance.get_dynamic_partitions(suppliers.name):
+        phase, record = latest_ml_state(context.instance, key)
+        if phase == FAILED:
+            failed[key] = record.asset_observation.description or ""
     return AssetCheckResult(
-        passed=phase == COMPLETED,
-        metadata={"phase": phase or "never analysed", "detail": description or ""},
+        passed=not failed,
+        description="; ".join(f"{key}: {why}" for key, why in failed.items())
+        or "no analysis failed",
+        metadata={"failed_suppliers": ", ".join(failed) or "none"},
     )

@@ -47,7 +47,6 @@ TICK_BUDGET_S = 20.0  # far inside Dagster's 60 s limit; what is not polled wait
 MAX_NEW_EVENTS_PER_TICK = 2000
 POLL_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 300.0
-CHECK_NAME = "analysis_succeeded"
 
 
 def ingest_submissions(instance: DagsterInstance, state: TrackerState) -> None:
@@ -99,13 +98,6 @@ def _events_for(outcome: Outcome, max_attempts: int):
             description=f"Analysis {metadata['outcome']}: {status.items_total} items",
             metadata=metadata,
         )
-        yield AssetCheckEvaluation(
-            asset_key=ML_RESULT,
-            check_name=CHECK_NAME,
-            passed=True,
-            partition=job.partition,
-            metadata=common,
-        )
     elif outcome.kind == RESUBMIT:
         yield phase_observation(
             job.partition,
@@ -125,14 +117,6 @@ def _events_for(outcome: Outcome, max_attempts: int):
             errors=errors,
             **common,
         )
-        yield AssetCheckEvaluation(
-            asset_key=ML_RESULT,
-            check_name=CHECK_NAME,
-            passed=False,
-            partition=job.partition,
-            description=f"{outcome.reason}; ml-analyze said: {errors}",
-            metadata={**common, "reason": outcome.reason, "errors": errors},
-        )
 
 
 def _resubmission(job) -> RunRequest:
@@ -148,6 +132,38 @@ def _resubmission(job) -> RunRequest:
             ATTEMPT_TAG: str(job.attempt + 1),
             REPLACES_TAG: job.job_id,
             "courier/trigger": "ml_resubmit",
+        },
+    )
+
+
+def _check_evaluation(state, outcome: Outcome) -> AssetCheckEvaluation:
+    """analysis_succeeded: no supplier's latest analysis failed for good. Reported unpartitioned:
+    dagster 1.13.27 stores runless evaluations of a partitioned check under a unique key, so
+    a second one for the same partition breaks the tick (and check-only runs cannot be
+    partitioned). The partition is named in the description and metadata."""
+    job = outcome.job
+    failed = ", ".join(state.failed_checks) or "none"
+    if outcome.kind == GIVE_UP:
+        errors = "\n".join(outcome.errors[:10]) or "none"
+        description = f"{job.partition}: {outcome.reason}; ml-analyze said: {errors}"
+        metadata = {
+            "supplier": job.partition,
+            "reason": outcome.reason,
+            "ml_analyze_errors": errors,
+        }
+    else:
+        description = f"{job.partition} recovered: its analysis completed (job {job.job_id})"
+        metadata = {"supplier": job.partition}
+    return AssetCheckEvaluation(
+        asset_key=ML_RESULT,
+        check_name="analysis_succeeded",
+        passed=not state.failed_checks,
+        description=description,
+        metadata={
+            **metadata,
+            "failed_suppliers": failed,
+            "ml_job_id": job.job_id,
+            "attempt": job.attempt,
         },
     )
 
@@ -183,6 +199,13 @@ def evaluate(context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource) ->
             del state.jobs[job.job_id]
         if outcome.kind == RESUBMIT:
             runs.append(_resubmission(job))
+        # The check changes when a supplier fails for good, and when a failed one recovers.
+        if outcome.kind == GIVE_UP:
+            state.failed_checks = sorted({*state.failed_checks, job.partition})
+            events.append(_check_evaluation(state, outcome))
+        elif outcome.kind == COMPLETED and job.partition in state.failed_checks:
+            state.failed_checks = [p for p in state.failed_checks if p != job.partition]
+            events.append(_check_evaluation(state, outcome))
 
     if unreachable:
         # Keep every job; back off 2×, 4×, … the poll interval, up to 5 minutes.

@@ -40,6 +40,7 @@ class TrackerState:
     jobs: dict[str, TrackedJob] = field(default_factory=dict)
     backoff_until: float = 0.0
     unreachable_ticks: int = 0
+    failed_checks: list[str] = field(default_factory=list)  # partitions whose check last failed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
