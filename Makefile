@@ -39,6 +39,12 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## make drills: fault drills against the real product (load, crashes, disk full, hostile input,
+## clean-up under load); prints a table and writes the figures into docs/reliability.md.
+.PHONY: drills
+drills: $(STAMP)
+	$(BIN)/python -m ingestion_assets_tests.drills
+
 ## make status: one line per supplier of the `make dev` instance.
 status: $(STAMP)
 	@$(DEV_ENV) $(BIN)/python -m ingestion_assets status

@@ -81,12 +81,12 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
             status.errors = _value(metadata, "error_count")
         status.detail = event.description or ""
 
-    # The latest run counts if it started after the latest events, or produced them itself
-    # (a run whose hand-off or submission failed has materialized raw_download first).
-    own_events = {r.run_id for r in (raw, ml_record) if r is not None}
+    # The latest run counts if it started after the latest event, or produced it itself (a run
+    # whose hand-off or submission failed has materialized raw_download just before).
+    latest = max((r for r in (raw, ml_record) if r), key=lambda r: r.timestamp, default=None)
     run_is_newest = run and (
         run.create_timestamp.timestamp() > (status.updated or 0)
-        or run.dagster_run.run_id in own_events
+        or (latest is not None and latest.run_id == run.dagster_run.run_id)
     )
     if run and run.dagster_run.status in IN_PROGRESS and run_is_newest:
         status.phase, status.detail = (

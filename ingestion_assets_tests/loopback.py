@@ -15,7 +15,9 @@ Handler = Callable[[BaseHTTPRequestHandler], None]
 
 
 class LoopbackServer:
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
+        """`host`: any address of the loopback interface (127.0.0.0/8)."""
+        self.host = host
         self.routes: dict[str, Handler] = {}
         self.hits: Counter[str] = Counter()
         server = self
@@ -38,7 +40,7 @@ class LoopbackServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
+        self.httpd = ThreadingHTTPServer((host, 0), _RequestHandler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(
@@ -47,7 +49,7 @@ class LoopbackServer:
         self.thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def route(self, path: str, handler: Handler) -> str:
         self.routes[path] = handler

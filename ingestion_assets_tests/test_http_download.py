@@ -552,6 +552,31 @@ def test_a_redirect_to_ipv6_loopback_is_refused(server, fetcher, staging):
     assert entries(staging) == []
 
 
+@pytest.mark.parametrize(
+    "location",
+    ["http://127.0.0.1:99999/prices.csv", "http://xn--/prices.csv", "http://" + "a" * 64 + "/x"],
+)
+def test_a_redirect_to_an_invalid_url_is_refused_not_a_crash(server, fetcher, staging, location):
+    """A port out of range or a host IDNA cannot encode: a permanent, worded refusal."""
+    url = server.route("/prices.csv", redirect(location))
+
+    with pytest.raises(PermanentFetchError, match="invalid (URL|host name)"):
+        fetcher.fetch(url, "csv", staging)
+    assert entries(staging) == []
+
+
+def test_a_file_name_in_an_unknown_charset_does_not_fail_the_download(server, fetcher, staging):
+    disposition = "attachment; filename*=x-no-such-charset''%D0%9F%D1%80%D0%B0%D0%B9%D1%81.csv"
+    url = server.route(
+        "/export", file_body(CP1251_CSV, "text/csv", {"Content-Disposition": disposition})
+    )
+
+    fetched = fetcher.fetch(url, "csv", staging)
+
+    assert fetched.original_filename == "Прайс.csv"  # read as UTF-8
+    assert entries(staging) == [fetched.path.name]
+
+
 def test_a_redirect_to_a_file_url_is_refused(server, fetcher, staging):
     url = server.route("/prices.csv", redirect("file:///etc/passwd"))
 

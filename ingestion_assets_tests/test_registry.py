@@ -389,6 +389,34 @@ def test_csv_tab_separated():
     assert rows == [["name", "url"], ["Alpha", "https://example.com/a.csv"]]
 
 
+@pytest.mark.parametrize("fmt", ["", "url", "csv"])
+def test_a_url_urlsplit_cannot_parse_refuses_its_row_only(fmt):
+    """'http://[::1' makes urlsplit raise: one such cell must not stop the whole sheet."""
+    registry = build_registry(
+        [
+            ["name", "url", "format"],
+            ["Bad", "http://[::1", fmt],
+            ["Good", "https://example.com/g.csv", ""],
+        ]
+    )
+
+    assert [(p.row, p.reason) for p in registry.problems] == [
+        (2, "invalid source URL: Invalid IPv6 URL")
+    ]
+    assert [s.key for s in registry.suppliers] == ["good"]
+
+
+def test_a_cell_longer_than_the_csv_modules_field_limit_refuses_its_row_only():
+    """csv's default limit is 128 KB a field: one pasted cell must not make the sheet unreadable."""
+    text = f"name,url,notes\n{'A' * 200_000},https://example.com/a.csv,\nBeta,https://example.com/b.csv,{'n' * 150_000}\n"
+
+    registry = build_registry(read_csv_rows(text.encode()))
+
+    assert [p.reason for p in registry.problems] == ["supplier name longer than 200 characters"]
+    assert [s.key for s in registry.suppliers] == ["beta"]
+    assert len(registry.suppliers[0].notes) == 150_000
+
+
 def test_a_bom_does_not_end_up_in_the_first_column_name():
     rows = read_csv_rows("name,url\nAlpha,https://example.com/a.csv\n".encode("utf-8-sig"))
     assert rows[0][0] == "name"

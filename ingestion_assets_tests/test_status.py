@@ -95,3 +95,48 @@ def test_a_run_in_progress_shows_as_downloading(instance, server, tmp_path):
     )
     [status] = all_statuses(instance)
     assert status.phase == "downloading"
+
+
+def test_a_hand_off_that_failed_after_the_download_shows_as_failed(instance, server, tmp_path):
+    """The run materialized raw_download, then shared_file failed (the shared folder cannot be
+    written): the supplier is failed, with the cause, not 'downloaded'."""
+    from ingestion_assets.resources import SharedVolumeResource
+
+    url = server.route("/alfa.csv", loopback.file_body(CSV))
+    server.route(
+        "/master.csv", loopback.file_body(master_sheet_csv([["Alfa", url, "csv", "", ""]]))
+    )
+    resources = courier_resources(tmp_path, server.url("/master.csv"))
+    (tmp_path / "not-a-folder").write_text("a file where the shared folder should be")
+    resources["shared_volume"] = SharedVolumeResource(
+        uploads_dir=str(tmp_path / "not-a-folder" / "uploads")
+    )
+    sync_registry(instance, resources)
+    assert not sync_supplier(instance, resources, "alfa", raise_on_error=False).success
+
+    [status] = all_statuses(instance)
+    assert status.phase == "failed"
+    assert "cannot write to the shared folder" in status.detail
+
+
+def test_a_run_failed_after_its_last_step_does_not_hide_the_analysis_completed_since(
+    instance, server, tmp_path
+):
+    """The daemon was killed after the run's last step: run monitoring fails the run, and the ml
+    status sensor then materializes the analysis. The analysis is the newer news: complete."""
+    from dagster import AssetMaterialization
+
+    url = server.route("/alfa.csv", loopback.file_body(CSV))
+    server.route(
+        "/master.csv", loopback.file_body(master_sheet_csv([["Alfa", url, "csv", "", ""]]))
+    )
+    resources = courier_resources(tmp_path, server.url("/master.csv"))
+    sync_registry(instance, resources)
+    run_id = sync_supplier(instance, resources, "alfa").run_id
+    instance.report_run_failed(instance.get_run_by_id(run_id))  # what run monitoring does
+    instance.report_runless_asset_event(
+        AssetMaterialization("ml_analysis_result", partition="alfa", metadata={"error_count": 0})
+    )
+
+    [status] = all_statuses(instance)
+    assert status.phase == "complete"

@@ -42,6 +42,13 @@ def test_a_url_without_host_is_refused():
         UrlGuard().check("http:///prices.csv")
 
 
+@pytest.mark.parametrize("url", ["http://example.com:99999/x.csv", "http://[::1/x.csv"])
+def test_a_url_urlsplit_cannot_read_is_refused_not_a_crash(url):
+    """A redirect's Location reaches the guard unchecked by the sheet's validation."""
+    with pytest.raises(PermanentFetchError, match="invalid URL"):
+        UrlGuard().check(url)
+
+
 INTERNAL = [
     ("http://127.0.0.1/prices.csv", "127.0.0.1"),
     ("http://127.8.9.10:8080/x", "127.8.9.10"),

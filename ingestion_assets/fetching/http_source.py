@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 import time
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ def download_http(
                 ) from exc
             except httpx.HTTPError as exc:
                 raise TransientFetchError(f"HTTP error: {exc}") from exc
+            except (httpx.InvalidURL, UnicodeError) as exc:  # a redirect to an unencodable host
+                raise PermanentFetchError(f"invalid URL: {exc}") from exc
         raise PermanentFetchError(f"too many redirects (more than {MAX_REDIRECTS})")
 
 
@@ -130,7 +133,12 @@ def filename_from_response(content_disposition: str | None, url: str) -> str | N
     if content_disposition:
         star = _FILENAME_STAR.search(content_disposition)
         if star:
-            return unquote(star.group(2).strip().strip('"'), encoding=star.group(1) or "utf-8")
+            charset = star.group(1) or "utf-8"
+            try:
+                codecs.lookup(charset)
+            except LookupError:  # a charset Python does not know: read it as UTF-8
+                charset = "utf-8"
+            return unquote(star.group(2).strip().strip('"'), encoding=charset)
         message = Message()
         message["content-disposition"] = content_disposition
         plain = message.get_param("filename", header="content-disposition")

@@ -50,7 +50,11 @@ class UrlGuard:
 
     def check(self, url: str) -> None:
         """Raise PermanentFetchError unless `url` is http(s) and points at a public address."""
-        parts = urlsplit(url)
+        try:  # a redirect's Location is as untrusted as the sheet: a bad port or IPv6 literal
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise PermanentFetchError(f"invalid URL: {exc}") from exc
         scheme = parts.scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             shown = f"'{scheme}://'" if scheme else "no scheme"
@@ -62,7 +66,7 @@ class UrlGuard:
             raise PermanentFetchError("the URL has no host")
         if self._host_allowed(host):
             return
-        for address in _resolve(host, parts.port or (443 if scheme == "https" else 80)):
+        for address in _resolve(host, port or (443 if scheme == "https" else 80)):
             if _is_internal(address) and not self._address_allowed(address):
                 raise PermanentFetchError(
                     f"refused: host '{host}' resolves to {address}, a private, loopback or "
@@ -75,6 +79,8 @@ def _resolve(host: str, port: int) -> list[ipaddress._BaseAddress]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise TransientFetchError(f"cannot resolve host '{host}': {exc.strerror}") from exc
+    except UnicodeError as exc:  # IDNA: a label over 63 characters, an empty label
+        raise PermanentFetchError(f"invalid host name '{host[:80]}': {exc}") from exc
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
 
 

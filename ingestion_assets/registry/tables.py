@@ -26,7 +26,15 @@ def read_csv_rows(data: bytes) -> list[list[str]]:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    return [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text), dialect)]
+    # The file's size is already capped (MAX_FILE_SIZE_MB): no cell can be longer than the text,
+    # and csv's own 128 KB field limit would reject the whole sheet for one pasted cell.
+    previous_limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    try:
+        return [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text), dialect)]
+    except csv.Error as exc:
+        raise MasterSheetError(f"cannot read the CSV: {exc}") from exc
+    finally:
+        csv.field_size_limit(previous_limit)
 
 
 def read_workbook_rows(path: Path, worksheet: str | None) -> list[list[str]]:

@@ -122,8 +122,13 @@ def _supplier_from_row(cells: dict[str, str], row_number: int) -> Supplier:
     if len(name) > MAX_NAME_LENGTH:
         raise RowError(f"supplier name longer than {MAX_NAME_LENGTH} characters")
     url = cells["source_url"]
-    fmt = parse_format(cells.get("format", ""), url)
-    validate_source(url, fmt)
+    try:
+        fmt = parse_format(cells.get("format", ""), url)
+        validate_source(url, fmt)
+    except RowError:
+        raise
+    except ValueError as exc:  # urlsplit refuses some strings outright: 'http://[::1'
+        raise RowError(f"invalid source URL: {exc}") from exc
     key = supplier_key(name)
     return Supplier(
         key=key,

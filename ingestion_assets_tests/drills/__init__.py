@@ -1,0 +1,19 @@
+"""Fault drills against the real product: `make drills` (python -m ingestion_assets_tests.drills).
+
+Each drill starts what it needs (the daemon on a PostgreSQL instance, the reference ml-analyze,
+loopback HTTP sources), breaks something on purpose, checks what the courier did, and stops
+everything it started. The runner prints one table row per drill and writes the figures into
+docs/reliability.md. These modules are not pytest tests (no test_*.py): they take minutes.
+"""
+
+# (name, module, lane, hard timeout in seconds). Drills of different lanes run at the same time
+# (much of a drill is waiting: retry backoffs, run monitoring, ml-analyze's row delay); a lane's
+# drills run one after the other. A module may set TIMEOUT_S to replace the timeout given here.
+DRILLS = [
+    ("load", "ingestion_assets_tests.drills.load", 1, 600),
+    ("daemon-restart", "ingestion_assets_tests.drills.daemon_restart", 2, 300),
+    ("ml-restart", "ingestion_assets_tests.drills.ml_restart", 2, 300),
+    ("disk-full", "ingestion_assets_tests.drills.disk_full", 1, 180),
+    ("hostile", "ingestion_assets_tests.drills.hostile", 1, 300),
+    ("cleanup", "ingestion_assets_tests.drills.cleanup", 2, 240),
+]
