@@ -70,6 +70,10 @@ def _terminated(signum, frame):
     raise DrillFailed("the drill was stopped (SIGTERM from the runner)")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 CHILDREN: dict[str, subprocess.Popen] = {}  # drills running now, by name
 STOP = threading.Event()  # set on Ctrl-C: no further drill starts
 
@@ -299,7 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     lock = threading.Lock()
 
-    def lane(drills):
+    def lane(drills, finished: threading.Event):
+        try:
+            run_lane(drills)
+        finally:
+            finished.set()
+
+    def run_lane(drills):
         for name, module, _, timeout in drills:
             if STOP.is_set():
                 return
@@ -317,20 +327,29 @@ def main(argv: list[str] | None = None) -> int:
     lanes: dict[int, list] = {}
     for drill in selected:
         lanes.setdefault(1 if args.sequential else drill[2], []).append(drill)
-    threads = [threading.Thread(target=lane, args=(d,), daemon=True) for d in lanes.values()]
+    # Waiting polls events instead of Thread.join: a join interrupted by Ctrl-C can leave the
+    # thread marked stopped while it runs (CPython 3.11), and the drills would be killed at once.
+    finished = [threading.Event() for _ in lanes]
+    threads = [
+        threading.Thread(target=lane, args=(d, f), daemon=True)
+        for d, f in zip(lanes.values(), finished, strict=True)
+    ]
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: stop the drills, let them clean up
+    signal.signal(signal.SIGINT, _interrupt)  # even when started in the background
     try:
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        while not all(f.is_set() for f in finished):
+            time.sleep(0.5)
     except KeyboardInterrupt:  # the drills clean up after themselves on SIGTERM
         STOP.set()
         print("\ninterrupted: stopping the running drills ...", flush=True)
         for child in list(CHILDREN.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGTERM)
-        for thread in threads:
-            thread.join(timeout=60)
+        deadline = time.monotonic() + 60
+        while not all(f.is_set() for f in finished) and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         for child in list(CHILDREN.values()):  # still there after a minute: no more waiting
             with contextlib.suppress(ProcessLookupError):

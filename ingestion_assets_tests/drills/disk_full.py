@@ -61,6 +61,11 @@ def new_result() -> Result:
     )
 
 
+def cause(detail: str) -> str:
+    """The failure without its 'Supplier … , source …:' prefix."""
+    return detail[detail.find("cannot write") :] if "cannot write" in detail else detail[-140:]
+
+
 def free_bytes(path: Path) -> int:
     stat = os.statvfs(path)
     return stat.f_bavail * stat.f_frsize
@@ -252,8 +257,8 @@ def _run(ctx, result: Result, server, ml, shared: Path) -> None:
     result.figures = {
         "volume": f"tmpfs {SIZE}; {len(seeds) // 2} expired files with sidecars "
         f"({(256 * 1024 - free_before) // 1024} KB); {free_before // 1024} KB free",
-        "supplier A (64 KB)": f"failed: «{messages['supplier-a'][-140:]}»",
-        "supplier B (16 KB, fits; its sidecar does not)": f"failed: «{messages['supplier-b'][-140:]}»",
+        "supplier A (64 KB)": f"failed: «…{cause(messages['supplier-a'])}»",
+        "supplier B (16 KB, fits; its sidecar does not)": f"failed: «…{cause(messages['supplier-b'])}»",
         "B's data written, then its sidecar refused, then the data taken back": (
             f"{len(sidecar_failures)} sidecar write failed ({'; '.join(sidecar_failures)[:160]})"
         ),
