@@ -39,7 +39,7 @@ from .harness import (
     wait_for,
     with_instance_change,
 )
-from .sources import master_sheet, price_list
+from .sources import master_sheet, price_list, serve_suppliers
 
 SUPPLIERS = 8
 ROWS = 30
@@ -131,12 +131,9 @@ def run(ctx, result: Result) -> None:
 
 
 def _run(ctx, result: Result, server) -> None:
-    keys, rows = [], []
-    for i in range(SUPPLIERS):
-        name, key = f"Cleanup Supplier {i:02d}", f"cleanup-supplier-{i:02d}"
-        url = server.route(f"/src/{key}.csv", loopback.file_body(price_list(i, ROWS), "text/csv"))
-        rows.append([name, url, "csv", "", ""])
-        keys.append(key)
+    keys, rows = serve_suppliers(
+        server, "Cleanup", SUPPLIERS, lambda i: loopback.file_body(price_list(i, ROWS), "text/csv")
+    )
     master = server.route("/master.csv", loopback.file_body(master_sheet(rows), "text/csv"))
     ml = MLService(
         ctx.procs, ctx.root / "ml.sqlite3", row_delay_ms=ROW_DELAY_MS, max_jobs=1

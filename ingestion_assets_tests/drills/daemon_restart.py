@@ -32,7 +32,7 @@ from .harness import (
     wait_for,
     with_instance_change,
 )
-from .sources import master_sheet, price_list, slow_body
+from .sources import master_sheet, price_list, serve_suppliers, slow_body
 
 SUPPLIERS = 6
 ROWS = 24
@@ -109,13 +109,9 @@ def run(ctx, result: Result) -> None:
 
 
 def _run(ctx, result: Result, server) -> None:
-    keys, rows = [], []
-    for i in range(SUPPLIERS):
-        name, key = f"Crash Supplier {i:02d}", f"crash-supplier-{i:02d}"
-        body = price_list(i, ROWS)
-        url = server.route(f"/src/{key}.csv", slow_body(body, pieces=4, delay=1.0))
-        rows.append([name, url, "csv", "", ""])
-        keys.append(key)
+    keys, rows = serve_suppliers(
+        server, "Crash", SUPPLIERS, lambda i: slow_body(price_list(i, ROWS), pieces=4, delay=1.0)
+    )
     master = server.route("/master.csv", loopback.file_body(master_sheet(rows), "text/csv"))
 
     ml = MLService(ctx.procs, ctx.root / "ml.sqlite3", row_delay_ms=ROW_DELAY_MS).start()

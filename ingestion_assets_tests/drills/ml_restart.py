@@ -34,7 +34,7 @@ from .harness import (
     wait_for,
     with_instance_change,
 )
-from .sources import master_sheet, price_list
+from .sources import master_sheet, price_list, serve_suppliers
 
 SUPPLIERS = 6
 ROWS = 24  # rows per price list; with ROW_DELAY_MS a job takes about 7 s, one at a time
@@ -79,12 +79,9 @@ def run(ctx, result: Result) -> None:
 
 
 def _run(ctx, result: Result, server) -> None:
-    keys, rows = [], []
-    for i in range(SUPPLIERS):
-        name, key = f"Restart Supplier {i:02d}", f"restart-supplier-{i:02d}"
-        url = server.route(f"/src/{key}.csv", loopback.file_body(price_list(i, ROWS), "text/csv"))
-        rows.append([name, url, "csv", "", ""])
-        keys.append(key)
+    keys, rows = serve_suppliers(
+        server, "Restart", SUPPLIERS, lambda i: loopback.file_body(price_list(i, ROWS), "text/csv")
+    )
     by_supplier_id = {str(uuid.uuid5(SUPPLIER_NAMESPACE, k)): k for k in keys}
     master = server.route("/master.csv", loopback.file_body(master_sheet(rows), "text/csv"))
 

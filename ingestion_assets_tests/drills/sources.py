@@ -46,3 +46,17 @@ def slow_body(body: bytes, pieces: int = 4, delay: float = 0.5) -> loopback.Hand
 
 def master_sheet(rows: list[list[str]]) -> bytes:
     return master_sheet_csv(rows)
+
+
+def serve_suppliers(
+    server, label: str, count: int, handler_for
+) -> tuple[list[str], list[list[str]]]:
+    """`count` CSV suppliers "<label> Supplier NN" on `server`, supplier i served by
+    `handler_for(i)`: their partition keys and their master-sheet rows."""
+    keys, rows = [], []
+    for i in range(count):
+        name = f"{label} Supplier {i:02d}"
+        key = name.lower().replace(" ", "-")
+        rows.append([name, server.route(f"/src/{key}.csv", handler_for(i)), "csv", "", ""])
+        keys.append(key)
+    return keys, rows
