@@ -40,7 +40,7 @@ if url != "imports-only":
     meta = FileMetadata(original_filename="big.pdf", source_url=url, source_type="url", supplier_id="s",
         supplier_name="s", file_type="pdf", mime_type="application/pdf", file_size_bytes=fetched.size,
         checksum_md5=fetched.md5, downloaded_at="", downloaded_by="bench", job_id="bench")
-    SharedVolume(work / "shared").hand_off(fetched.path, meta, ".pdf")
+    SharedVolume(work / "shared").hand_off(fetched.path, meta, ".pdf", fetched.mtime_ns)
     seconds = time.perf_counter() - started
 else:
     seconds = 0.0

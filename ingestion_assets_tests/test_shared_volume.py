@@ -289,6 +289,48 @@ def test_the_checksum_is_verified_after_the_write(tmp_path):
     assert entries(shared) == []
 
 
+def test_on_one_filesystem_the_hand_off_is_a_link_of_the_untouched_staged_copy(tmp_path):
+    shared = tmp_path / "shared"
+    staged = stage(tmp_path, BODY)
+
+    handed = SharedVolume(shared).hand_off(
+        staged, metadata_for(BODY), ".csv", staged.stat().st_mtime_ns
+    )
+
+    assert handed.path.stat().st_ino == staged.stat().st_ino  # no byte copied
+    assert handed.path.read_bytes() == BODY
+    assert handed.path.stat().st_mode & 0o777 == 0o644  # ml-analyze's user can read it
+    assert entries(shared) == sorted([handed.path.name, handed.sidecar_path.name])
+
+
+def test_a_staged_copy_rewritten_after_its_download_is_refused_even_as_a_link(tmp_path):
+    """Same size, new bytes, new mtime: the recorded mtime no longer vouches for the MD5."""
+    shared = tmp_path / "shared"
+    staged = stage(tmp_path, BODY)
+    hashed_mtime_ns = staged.stat().st_mtime_ns
+    os.utime(staged, ns=(hashed_mtime_ns, hashed_mtime_ns - 10**9))  # make the change visible
+    staged.write_bytes(BODY.replace(b"10", b"99"))
+    assert staged.stat().st_mtime_ns != hashed_mtime_ns
+
+    with pytest.raises(HandOffError) as caught:
+        SharedVolume(shared).hand_off(staged, metadata_for(BODY), ".csv", hashed_mtime_ns)
+
+    assert "checksum mismatch" in str(caught.value)
+    assert entries(shared) == []
+
+
+def test_across_filesystems_the_file_is_copied_and_verified(tmp_path, tiny_fs):
+    staged = stage(tmp_path, BODY)
+    assert staged.stat().st_dev != tiny_fs.stat().st_dev
+
+    handed = SharedVolume(tiny_fs).hand_off(
+        staged, metadata_for(BODY), ".csv", staged.stat().st_mtime_ns
+    )
+
+    assert handed.path.stat().st_dev == tiny_fs.stat().st_dev  # a copy, on the other filesystem
+    assert hashlib.md5(handed.path.read_bytes()).hexdigest() == hashlib.md5(BODY).hexdigest()
+
+
 def test_a_read_only_shared_folder_fails_cleanly(tmp_path, read_only_dir):
     with pytest.raises(HandOffError) as caught:
         SharedVolume(read_only_dir).hand_off(stage(tmp_path, BODY), metadata_for(BODY), ".csv")

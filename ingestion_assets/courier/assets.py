@@ -186,7 +186,7 @@ def shared_file(
     )
     volume = shared_volume.volume()
     try:
-        handed = volume.hand_off(fetched.path, metadata, fetched.kind.extension)
+        handed = volume.hand_off(fetched.path, metadata, fetched.kind.extension, fetched.mtime_ns)
     except HandOffError as exc:
         raise Failure(
             f"{describe(supplier, raw_download.source_url)}: {exc}", allow_retries=exc.retryable

@@ -27,6 +27,7 @@ class FetchedFile:
     source_type: str  # how the bytes were fetched: http | google_export | google_api | local
     content_type: str | None
     seconds: float
+    mtime_ns: int | None = None  # the staged file's mtime when its bytes were hashed
 
     @property
     def mb_per_s(self) -> float:
@@ -94,6 +95,7 @@ class SourceFetcher:
             source_type=source_type,
             content_type=content_type,
             seconds=time.monotonic() - started,
+            mtime_ns=streamed.mtime_ns,
         )
 
 

@@ -5,10 +5,12 @@ Another service watching the folder sees either nothing or the whole file, never
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +71,42 @@ def atomic_copy(source: Path, target: Path, expected_md5: str) -> None:
             src.seek(offset)
             out.seek(offset)
             shutil.copyfileobj(src, out, CHUNK)
+
+
+# A hard link is impossible here (another filesystem, or one without links): copy instead.
+LINK_UNSUPPORTED = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def atomic_link(
+    source: Path,
+    target: Path,
+    expected_md5: str,
+    expected_size: int,
+    hashed_mtime_ns: int | None = None,
+) -> None:
+    """Give `source` (a staged download) the name `target` with a hard link: no byte copied.
+
+    The download hashed the bytes as they were written, and `hashed_mtime_ns` is the file's
+    mtime then: if the staged file is the same size and untouched since, its checksum still
+    holds; otherwise (or without it) the MD5 is verified again before the name is visible.
+    Raises OSError with an errno in LINK_UNSUPPORTED when the folders cannot share an inode.
+    """
+    temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+    os.link(source, temp)
+    try:
+        linked = os.stat(temp)
+        if linked.st_size != expected_size:
+            raise OSError(
+                errno.EIO, f"size mismatch after link: {linked.st_size} != {expected_size}"
+            )
+        if linked.st_mtime_ns != hashed_mtime_ns and file_md5(temp) != expected_md5:
+            raise OSError(errno.EIO, "checksum mismatch: the staged file changed after download")
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -23,7 +23,7 @@ class CleanupReport:
 
     def _remove(self, path: Path) -> None:
         try:
-            size = path.stat().st_size
+            stat = path.stat()
             path.unlink()
         except FileNotFoundError:
             return
@@ -31,7 +31,8 @@ class CleanupReport:
             self.errors.append(f"{path.name}: {exc.strerror or exc}")
             return
         self.removed.append(path.name)
-        self.bytes_freed += size
+        if stat.st_nlink == 1:  # a hand-off linked to its staged copy frees nothing yet
+            self.bytes_freed += stat.st_size
 
 
 def clean_shared_folder(
