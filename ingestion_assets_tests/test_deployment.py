@@ -532,7 +532,8 @@ def test_the_environment_set_is_the_one_the_code_and_the_instance_read():
 def test_the_shipped_instance_resolves_with_each_services_environment(monkeypatch):
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config
-    from dagster_postgres import DagsterPostgresStorage
+
+    from ingestion_assets import instance_storage
 
     services = compose()["services"]
     postgres = service_env(services["postgres"])
@@ -543,10 +544,12 @@ def test_the_shipped_instance_resolves_with_each_services_environment(monkeypatc
             monkeypatch.setenv(variable, value)
         config, custom_class = dagster_instance_config(str(ROOT))
         assert custom_class is None
-        resolved = process_config(
-            DagsterPostgresStorage.config_type(), config["storage"]["postgres"]
-        )
-        assert resolved.success, (name, [e.message for e in resolved.errors])
+        for key in ("run_storage", "event_log_storage", "schedule_storage"):
+            storage = config[key]
+            storage_class = getattr(instance_storage, storage["class"])
+            assert storage["module"] == instance_storage.__name__
+            resolved = process_config(storage_class.config_type(), storage["config"])
+            assert resolved.success, (name, key, [e.message for e in resolved.errors])
         db = resolved.value["postgres_db"]
         assert db["hostname"] == "postgres" and db["port"] == 5432, name
         assert db["db_name"] == postgres["POSTGRES_DB"], name

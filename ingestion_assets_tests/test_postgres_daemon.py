@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
 
 from . import loopback
 from .conftest import needs
@@ -48,12 +50,35 @@ def pg_home(postgres, tmp_path, monkeypatch, request):
     return home
 
 
+def backend_pid(storage) -> int:
+    with storage._engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+
+def test_the_instance_keeps_a_connection_instead_of_opening_one_per_query(pg_home):
+    """dagster-postgres alone opens a new connection (a forked server backend) per query."""
+    with DagsterInstance.from_config(str(pg_home)) as instance:
+        for storage in (
+            instance.run_storage,
+            instance.event_log_storage,
+            instance.schedule_storage,
+        ):
+            first = backend_pid(storage)
+            instance.get_runs()  # queries in between take the connection and give it back
+            assert backend_pid(storage) == first, type(storage).__name__
+        # Two at once (the daemon's threads): the second is opened on demand, nobody waits.
+        engine = instance.event_log_storage._engine
+        with engine.connect() as one, engine.connect() as two:
+            pids = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (one, two)}
+        assert len(pids) == 2
+
+
 def test_the_pipeline_runs_on_the_postgres_instance(pg_home, server, tmp_path):
     service = RunningServer(tmp_path / "ml.sqlite3")
     try:
         with DagsterInstance.from_config(str(pg_home)) as instance:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            assert isinstance(instance.run_storage, PostgresRunStorage)
+            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
             url = server.route("/alfa.xlsx", loopback.file_body(PRICE_LIST))
             master = server.route(
                 "/master.csv",

@@ -50,12 +50,13 @@ def human_size(n: float) -> str:
 
 
 class ProgressReporter:
-    """Calls `report(bytes_so_far, total)` at most every `every_s` seconds, and at the end."""
+    """Calls `report(bytes_so_far, total)` every `every_s` seconds, and at the end: a file
+    that arrives within `every_s` gets one line (each line is an event in the instance)."""
 
     def __init__(self, report: ProgressCallback | None, every_s: float = 2.0):
         self._report = report
         self._every = every_s
-        self._last = 0.0
+        self._last = time.monotonic()
         self._last_done = -1
 
     def update(self, done: int, total: int | None, final: bool = False) -> None:
