@@ -155,8 +155,10 @@ def stream_to_temp(
                     )
                 if size == 0:
                     raise PermanentFetchError("the file is empty (0 bytes)")
+                # Durable before anything links or copies it onward; the disk flushes while
+                # the hasher finishes reading back the last chunks.
+                os.fsync(out.fileno())
                 md5 = hasher.hexdigest()
-                os.fsync(out.fileno())  # durable before anything links or copies it onward
                 mtime_ns = os.fstat(out.fileno()).st_mtime_ns
             finally:
                 hasher.close()
