@@ -1,7 +1,10 @@
 """The download path: the courier's fetch + hand-off (outside Dagster) against its physical
 floor, `curl -o` + `md5sum` + `cp`, on the same file from the same loopback server.
 
-    .venv/bin/python benchmarks/download_path.py [--size-mb 50] [--repeat 5]
+    .venv/bin/python benchmarks/download_path.py [--size-mb 50] [--repeat 5] [--shared-dir D]
+
+By default the hand-off's folder is on the staging folder's filesystem (the hand-off is a
+hard link); `--shared-dir /dev/shm` puts it, and the floor's `cp` target, on another one.
 
 Also the peak memory (max RSS) of the courier's fetch for a small and a large file, each
 against a process that only imports the same modules: streaming keeps the growth flat.
@@ -32,7 +35,7 @@ from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
 from ingestion_assets.handoff.shared_volume import SharedVolume
 from ingestion_assets.handoff.sidecar import FileMetadata
-url, work = sys.argv[1], Path(sys.argv[2])
+url, work, shared = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if url != "imports-only":
     started = time.perf_counter()
     fetcher = SourceFetcher(FetchLimits(max_bytes=2**40), UrlGuard(("127.0.0.1",)))
@@ -40,7 +43,7 @@ if url != "imports-only":
     meta = FileMetadata(original_filename="big.pdf", source_url=url, source_type="url", supplier_id="s",
         supplier_name="s", file_type="pdf", mime_type="application/pdf", file_size_bytes=fetched.size,
         checksum_md5=fetched.md5, downloaded_at="", downloaded_by="bench", job_id="bench")
-    SharedVolume(work / "shared").hand_off(fetched.path, meta, ".pdf", fetched.mtime_ns)
+    SharedVolume(shared).hand_off(fetched.path, meta, ".pdf", fetched.mtime_ns)
     seconds = time.perf_counter() - started
 else:
     seconds = 0.0
@@ -62,11 +65,15 @@ def write_file(path: Path, size_mb: int) -> None:
             out.write(os.urandom(1024 * 1024))
 
 
-def courier_once(url: str, work: Path) -> dict:
-    shutil.rmtree(work, ignore_errors=True)
+def courier_once(url: str, work: Path, shared: Path | None = None) -> dict:
+    """One fetch + hand-off in a fresh process; `shared` (default: beside the staging folder,
+    one filesystem) is where the hand-off writes."""
+    shared = shared or work / "shared"
+    for folder in (work, shared):
+        shutil.rmtree(folder, ignore_errors=True)
     work.mkdir(parents=True)
     done = subprocess.run(
-        [sys.executable, "-c", ONE_FETCH.format(repo=str(REPO)), url, str(work)],
+        [sys.executable, "-c", ONE_FETCH.format(repo=str(REPO)), url, str(work), str(shared)],
         capture_output=True,
         text=True,
         check=True,
@@ -74,14 +81,17 @@ def courier_once(url: str, work: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def floor_once(url: str, work: Path) -> float:
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "shared").mkdir(parents=True)
+def floor_once(url: str, work: Path, shared: Path | None = None) -> float:
+    shared = shared or work / "shared"
+    for folder in (work, shared):
+        shutil.rmtree(folder, ignore_errors=True)
+    shared.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     target = work / "big.pdf"
     started = time.perf_counter()
     subprocess.run(["curl", "-s", "--compressed", "-o", str(target), url], check=True)
     subprocess.run(["md5sum", str(target)], check=True, capture_output=True)
-    subprocess.run(["cp", str(target), str(work / "shared" / "big.pdf")], check=True)
+    subprocess.run(["cp", str(target), str(shared / "big.pdf")], check=True)
     return time.perf_counter() - started
 
 
@@ -90,8 +100,15 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=50)
     parser.add_argument("--small-mb", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--shared-dir",
+        type=Path,
+        help="hand off into a new folder under this one (on another filesystem: the "
+        "copy-and-verify path of the hand-off)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="courier-bench-"))
+    shared_dir = Path(tempfile.mkdtemp(dir=args.shared_dir)) if args.shared_dir else None
     port = free_port()
     (root / "www").mkdir()
     server = subprocess.Popen(
@@ -122,14 +139,16 @@ def main() -> None:
         courier_once(big, root / "warm")  # page cache and server warm-up
         floor, courier = [], []
         for _ in range(args.repeat):  # interleaved: both see the same machine
-            floor.append(floor_once(big, root / "floor"))
-            courier.append(courier_once(big, root / "courier")["seconds"])
+            floor.append(floor_once(big, root / "floor", shared_dir))
+            courier.append(courier_once(big, root / "courier", shared_dir)["seconds"])
         imports_rss = courier_once("imports-only", root / "imports")["max_rss_kb"] / 1024
         small_rss = courier_once(small, root / "small")["max_rss_kb"] / 1024
         big_rss = courier_once(big, root / "big")["max_rss_kb"] / 1024
     finally:
         os.killpg(server.pid, 15)
         shutil.rmtree(root, ignore_errors=True)
+        if shared_dir:
+            shutil.rmtree(shared_dir, ignore_errors=True)
 
     f, c = statistics.median(floor), statistics.median(courier)
     print(
@@ -137,6 +156,8 @@ def main() -> None:
     )
     print(f"floor: curl -o + md5sum + cp           {f:6.3f} s   {args.size_mb / f:7.1f} MB/s")
     print(f"courier: fetch + MD5 + hand-off        {c:6.3f} s   {args.size_mb / c:7.1f} MB/s")
+    if shared_dir:
+        print(f"  (hand-off across filesystems, into {args.shared_dir}: copy + fsync + MD5 verify)")
     print(
         f"ratio courier / floor                  {c / f:6.2f}   goal ≤ 1.2: {'met' if c / f <= 1.2 else 'MISSED'}"
     )
