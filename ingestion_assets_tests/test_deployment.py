@@ -662,6 +662,11 @@ def test_helm_values_launch_runs_on_kubernetes_with_the_shared_claim_mounted():
         "maxRetries": shipped["run_retries"]["max_retries"],
     }
     assert daemon["runMonitoring"]["enabled"] is True
+    assert daemon["sensors"] == {
+        "useThreads": shipped["sensors"]["use_threads"],
+        "numWorkers": shipped["sensors"]["num_workers"],
+    }
+    assert helm["pythonLogs"]["pythonLogLevel"] == shipped["python_logs"]["python_log_level"]
     assert helm["telemetry"] == {"enabled": False}
     # No login: the webserver is not exposed by the chart.
     assert helm["dagsterWebserver"]["service"]["type"] == "ClusterIP"
