@@ -554,10 +554,16 @@ def test_a_redirect_to_ipv6_loopback_is_refused(server, fetcher, staging):
 
 @pytest.mark.parametrize(
     "location",
-    ["http://127.0.0.1:99999/prices.csv", "http://xn--/prices.csv", "http://" + "a" * 64 + "/x"],
+    [
+        "http://127.0.0.1:99999/prices.csv",
+        "http://xn--/prices.csv",
+        "http://" + "a" * 64 + "/x",
+        "http://127.0.0.1:abc/prices.csv",  # httpx itself refuses this Location
+    ],
 )
 def test_a_redirect_to_an_invalid_url_is_refused_not_a_crash(server, fetcher, staging, location):
-    """A port out of range or a host IDNA cannot encode: a permanent, worded refusal."""
+    """A port out of range or not a number, a host IDNA cannot encode: a permanent, worded
+    refusal, not a transient error retried 3 times and then 3 runs more."""
     url = server.route("/prices.csv", redirect(location))
 
     with pytest.raises(PermanentFetchError, match="invalid (URL|host name)"):

@@ -86,7 +86,13 @@ def download_http(
                 raise TransientFetchError(f"timed out ({type(exc).__name__})") from exc
             except httpx.ConnectError as exc:
                 raise TransientFetchError(f"cannot connect: {exc}") from exc
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            except httpx.RemoteProtocolError as exc:
+                if str(exc).startswith("Invalid URL in location header"):  # httpx's own words
+                    raise PermanentFetchError(f"redirect to an invalid URL: {exc}") from exc
+                raise TransientFetchError(
+                    f"connection broken before the body was complete: {exc}"
+                ) from exc
+            except httpx.ReadError as exc:
                 raise TransientFetchError(
                     f"connection broken before the body was complete: {exc}"
                 ) from exc
