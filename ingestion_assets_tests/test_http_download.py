@@ -686,3 +686,34 @@ def test_a_large_xlsx_like_binary_goes_through_the_whole_fetcher(server, staging
 
     assert fetched.path.read_bytes() == body
     assert fetched.md5 == md5(body)
+
+
+def test_a_gzip_bomb_is_stopped_within_a_piece_of_the_cap(server, staging):
+    """httpx inflates a network read whole (64 KB of zeros → 64 MB); the courier inflates
+    in 1 MB pieces, so the cap stops the bomb within a piece of the limit."""
+    url = server.route("/bomb.csv", gzipped(b"0" * (64 * 1024 * 1024)))
+
+    with pytest.raises(PermanentFetchError, match=r"stopped after 2\.0 MB"):
+        loopback_fetcher(max_bytes=1024 * 1024).fetch(url, "csv", staging)
+    assert entries(staging) == []
+
+
+def test_a_large_gzip_body_inflates_whole_in_pieces(server, fetcher, staging):
+    body = ("sku;name;price\n" + "".join(f"{i};item {i};{i}.50\n" for i in range(150_000))).encode()
+    assert len(body) > 3 * 1024 * 1024  # several pieces
+    url = server.route("/prices.csv", gzipped(body))
+
+    fetched = fetcher.fetch(url, "csv", staging)
+
+    assert fetched.path.read_bytes() == body
+    assert fetched.md5 == md5(body)
+
+
+def test_a_body_that_is_not_gzip_is_a_worded_failure(server, fetcher, staging):
+    url = server.route(
+        "/prices.csv", file_body(b"sku;price\n" * 100, "text/csv", {"Content-Encoding": "gzip"})
+    )
+
+    with pytest.raises(PermanentFetchError, match="not valid gzip"):
+        fetcher.fetch(url, "csv", staging)
+    assert entries(staging) == []

@@ -1,0 +1,35 @@
+"""gzip bodies inflated in bounded pieces.
+
+httpx inflates each network read whole: one 64 KB read of a gzip bomb becomes 64 MB in
+memory before any size check sees it. Inflating with a bounded output per call hands the
+size cap at most one piece past the limit, however well the body compresses.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+
+from .errors import PermanentFetchError
+
+PIECE = 1024 * 1024
+GZIP_ENCODINGS = ("gzip", "x-gzip")
+
+
+def gunzip_pieces(raw_chunks: Iterable[bytes], piece: int = PIECE) -> Iterator[bytes]:
+    """Inflate a gzip stream, yielding at most `piece` bytes at a time. Bytes after the end
+    of the gzip stream are ignored, as httpx's own decoder ignores them."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        for data in raw_chunks:
+            while data and not inflater.eof:
+                out = inflater.decompress(data, piece)
+                data = inflater.unconsumed_tail
+                if out:
+                    yield out
+        while out := inflater.decompress(b"", piece):  # output still held by the inflater
+            yield out
+        if tail := inflater.flush():
+            yield tail
+    except zlib.error as exc:
+        raise PermanentFetchError(f"the body is not valid gzip: {exc}") from exc
