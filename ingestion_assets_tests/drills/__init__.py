@@ -14,6 +14,6 @@ DRILLS = [
     ("daemon-restart", "ingestion_assets_tests.drills.daemon_restart", 2, 300),
     ("ml-restart", "ingestion_assets_tests.drills.ml_restart", 2, 300),
     ("disk-full", "ingestion_assets_tests.drills.disk_full", 1, 180),
-    ("hostile", "ingestion_assets_tests.drills.hostile", 1, 300),
+    ("hostile", "ingestion_assets_tests.drills.hostile", 2, 300),
     ("cleanup", "ingestion_assets_tests.drills.cleanup", 2, 240),
 ]
