@@ -361,6 +361,7 @@ def test_a_full_filesystem_fails_cleanly_and_retryably(tmp_path, tiny_fs):
     assert "No space left on device" in str(caught.value)
     assert str(tiny_fs) in str(caught.value)
     assert caught.value.retryable is True
+    assert "taken back" not in str(caught.value)  # the file itself never went in
     assert [n for n in entries(tiny_fs) if n.startswith(TEMP_PREFIX)] == []
     assert entries(tiny_fs) == []
     assert shutil.disk_usage(tiny_fs).used == 0  # the partial temp file's blocks are freed
@@ -376,6 +377,7 @@ def test_no_data_file_is_left_without_its_sidecar(tmp_path, tiny_fs):
         SharedVolume(tiny_fs).hand_off(stage(tmp_path, data), metadata_for(data), ".csv")
 
     assert caught.value.retryable is True
+    assert "its sidecar did not: the file was taken back" in str(caught.value)
     assert entries(tiny_fs) == [filler.name]
 
 

@@ -59,6 +59,7 @@ class SharedVolume:
         epoch_ms = time.time_ns() // 1_000_000
         while (target := self.root / f"{metadata.supplier_id}_{epoch_ms}_{name}").exists():
             epoch_ms += 1  # two hand-offs in one millisecond: never overwrite a handed-off file
+        file_written = False
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             try:
@@ -73,15 +74,16 @@ class SharedVolume:
                 if exc.errno not in LINK_UNSUPPORTED:
                     raise
                 atomic_copy(staged, target, metadata.checksum_md5)
+            file_written = True
             body = metadata.model_dump_json(indent=2).encode("utf-8")
             atomic_write(sidecar_path(target), [body])
         except OSError as exc:
             with contextlib.suppress(OSError):
-                target.unlink(
-                    missing_ok=True
-                )  # the file went in, its sidecar did not: take it back
+                target.unlink(missing_ok=True)  # never a file without its sidecar
+            taken_back = " (the file went in, its sidecar did not: the file was taken back)"
             raise HandOffError(
-                f"cannot write to the shared folder {self.root}: {exc.strerror or exc}",
+                f"cannot write to the shared folder {self.root}: {exc.strerror or exc}"
+                + (taken_back if file_written else ""),
                 retryable=exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO),
             ) from exc
         return HandedOffFile(
