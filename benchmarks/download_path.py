@@ -157,7 +157,7 @@ def main() -> None:
     print(f"floor: curl -o + md5sum + cp           {f:6.3f} s   {args.size_mb / f:7.1f} MB/s")
     print(f"courier: fetch + MD5 + hand-off        {c:6.3f} s   {args.size_mb / c:7.1f} MB/s")
     if shared_dir:
-        print(f"  (hand-off across filesystems, into {args.shared_dir}: copy + fsync + MD5 verify)")
+        print(f"  (hand-off across filesystems, into {args.shared_dir}: copy + fsync + verify)")
     print(
         f"ratio courier / floor                  {c / f:6.2f}   goal ≤ 1.2: {'met' if c / f <= 1.2 else 'MISSED'}"
     )

@@ -331,6 +331,21 @@ def test_across_filesystems_the_file_is_copied_and_verified(tmp_path, tiny_fs):
     assert hashlib.md5(handed.path.read_bytes()).hexdigest() == hashlib.md5(BODY).hexdigest()
 
 
+def test_across_filesystems_a_staged_copy_rewritten_after_download_is_refused(tmp_path, tiny_fs):
+    """The copy is compared with the staged file only while that file is untouched since it
+    was hashed; rewritten, the copy's own MD5 decides, and it does not match."""
+    staged = stage(tmp_path, BODY)
+    hashed_mtime_ns = staged.stat().st_mtime_ns
+    os.utime(staged, ns=(hashed_mtime_ns, hashed_mtime_ns - 10**9))
+    staged.write_bytes(BODY.replace(b"10", b"99"))
+
+    with pytest.raises(HandOffError, match="checksum mismatch") as caught:
+        SharedVolume(tiny_fs).hand_off(staged, metadata_for(BODY), ".csv", hashed_mtime_ns)
+
+    assert caught.value.retryable is False
+    assert entries(tiny_fs) == []
+
+
 def test_a_read_only_shared_folder_fails_cleanly(tmp_path, read_only_dir):
     with pytest.raises(HandOffError) as caught:
         SharedVolume(read_only_dir).hand_off(stage(tmp_path, BODY), metadata_for(BODY), ".csv")

@@ -49,7 +49,8 @@ class SharedVolume:
         On the same filesystem the file is a hard link of the staged copy (no bytes moved),
         trusted without a second MD5 pass only if the staged file is untouched since the
         download hashed it (`staged_mtime_ns`); across filesystems it is copied, fsync'ed and
-        its MD5 verified before it is visible.
+        verified before it is visible: byte for byte against that untouched staged file, else
+        by its own MD5.
         """
         started = time.monotonic()
         existing = self.find(metadata.supplier_id, metadata.checksum_md5)
@@ -73,7 +74,7 @@ class SharedVolume:
             except OSError as exc:
                 if exc.errno not in LINK_UNSUPPORTED:
                     raise
-                atomic_copy(staged, target, metadata.checksum_md5)
+                atomic_copy(staged, target, metadata.checksum_md5, staged_mtime_ns)
             file_written = True
             body = metadata.model_dump_json(indent=2).encode("utf-8")
             atomic_write(sidecar_path(target), [body])
