@@ -717,3 +717,15 @@ def test_a_body_that_is_not_gzip_is_a_worded_failure(server, fetcher, staging):
     with pytest.raises(PermanentFetchError, match="not valid gzip"):
         fetcher.fetch(url, "csv", staging)
     assert entries(staging) == []
+
+
+def test_every_client_shares_one_verifying_tls_context():
+    """Built once per process (≈20 ms of CPU each time httpx builds one), and still strict."""
+    import ssl
+
+    from ingestion_assets.tls import tls_context
+
+    context = tls_context()
+    assert tls_context() is context
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0  # the CA bundle is loaded

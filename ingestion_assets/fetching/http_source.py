@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from ..tls import tls_context
 from .decoding import GZIP_ENCODINGS, gunzip_pieces
 from .errors import PermanentFetchError, TransientFetchError
 from .streaming import FetchLimits, ProgressCallback, StreamedBytes, human_size, stream_to_temp
@@ -41,7 +42,10 @@ def download_http(
     timeout = httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout)
     # Plain httpx: the bytes kept are the decoded body, as `curl --compressed -o` saves it.
     with httpx.Client(
-        timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
+        timeout=timeout,
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT},
+        verify=tls_context(),
     ) as client:
         seen = []
         for _ in range(MAX_REDIRECTS + 1):

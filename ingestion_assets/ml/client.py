@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import httpx
 
+from ..tls import tls_context
 from .models import Health, JobStatus, Submission
 
 RETRY_STATUSES = {500, 502, 503, 504}
@@ -90,6 +91,7 @@ class MLAnalyzeClient:
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
+            verify=tls_context(),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
