@@ -39,11 +39,12 @@ from .harness import (
     wait_for,
     with_instance_change,
 )
-from .sources import master_sheet, price_list, serve_suppliers
+from .sources import master_sheet, price_list, serve_suppliers, slow_body
 
 SUPPLIERS = 8
 ROWS = 30
 ROW_DELAY_MS = 200  # 6 s per job, one job at a time: analyses queue up behind the downloads
+SLOW = 2  # the last suppliers' sources drip for ~30 s: still downloading when the clean-up runs
 OLD_S = 30 * 3600
 ML = AssetKey("ml_analysis_result")
 
@@ -52,7 +53,8 @@ def new_result() -> Result:
     return Result(
         drill="6 clean-up under load",
         done=(
-            f"{SUPPLIERS} suppliers synced by the daemon, ml-analyze one job at a time; mid-sync "
+            f"{SUPPLIERS} suppliers synced by the daemon ({SLOW} of them from sources that drip for "
+            "30 s), ml-analyze one job at a time; mid-sync, while those still download, "
             "the clean-up job runs over: an earlier sync's 6 files (30 h old), 2 stale and 1 fresh "
             "temp file, an orphan sidecar, 2 finished and 2 still-queued files aged to 30 h, "
             "superseded and sole staged copies"
@@ -131,9 +133,13 @@ def run(ctx, result: Result) -> None:
 
 
 def _run(ctx, result: Result, server) -> None:
-    keys, rows = serve_suppliers(
-        server, "Cleanup", SUPPLIERS, lambda i: loopback.file_body(price_list(i, ROWS), "text/csv")
-    )
+    def source(i: int):
+        body = price_list(i, ROWS)
+        if i >= SUPPLIERS - SLOW:
+            return slow_body(body, pieces=10, delay=3.0)
+        return loopback.file_body(body, "text/csv")
+
+    keys, rows = serve_suppliers(server, "Cleanup", SUPPLIERS, source)
     master = server.route("/master.csv", loopback.file_body(master_sheet(rows), "text/csv"))
     ml = MLService(
         ctx.procs, ctx.root / "ml.sqlite3", row_delay_ms=ROW_DELAY_MS, max_jobs=1
@@ -188,6 +194,8 @@ def _run(ctx, result: Result, server) -> None:
             if r.status not in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE)
         ]
         jobs_waiting = Counter(j["status"] for j in ml.jobs())
+        if not runs_going:
+            problems.append("no supplier run was still going: the clean-up did not run mid-sync")
 
         cleanup = shared_file_cleanup.execute_in_process(
             instance=instance,
