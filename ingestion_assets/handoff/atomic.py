@@ -47,6 +47,16 @@ def _replacing(target: Path, verify: Callable[[Path], None] | None = None):
             yield out
             out.flush()
             os.fsync(out.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _publish(temp, target, verify)
+
+
+def _publish(temp: Path, target: Path, verify: Callable[[Path], None] | None) -> None:
+    """Verify `temp`, make it readable, rename it to `target` and make the rename durable;
+    on any error `temp` is gone."""
+    try:
         if verify is not None:
             verify(temp)
         os.chmod(temp, 0o644)
@@ -124,20 +134,17 @@ def atomic_link(
     holds; otherwise (or without it) the MD5 is verified again before the name is visible.
     Raises OSError with an errno in LINK_UNSUPPORTED when the folders cannot share an inode.
     """
+
+    def verify(linked: Path) -> None:
+        stat = os.stat(linked)
+        if stat.st_size != expected_size:
+            raise OSError(f"size mismatch after link: {stat.st_size} != {expected_size}")
+        if stat.st_mtime_ns != hashed_mtime_ns and file_md5(linked) != expected_md5:
+            raise OSError("checksum mismatch: the staged file changed after download")
+
     temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}")
     os.link(source, temp)
-    try:
-        linked = os.stat(temp)
-        if linked.st_size != expected_size:
-            raise OSError(f"size mismatch after link: {linked.st_size} != {expected_size}")
-        if linked.st_mtime_ns != hashed_mtime_ns and file_md5(temp) != expected_md5:
-            raise OSError("checksum mismatch: the staged file changed after download")
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+    _publish(temp, target, verify)
 
 
 def _fsync_dir(directory: Path) -> None:
