@@ -56,3 +56,36 @@ def needs(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI must run this test, but {reason}")
     pytest.skip(reason)
+
+
+# -- the catalogue database (a real PostgreSQL with exactly the tables of catalogue-schema.md) ----
+
+CATALOGUE_SCHEMA = Path(__file__).with_name("catalogue_schema.sql")
+
+
+@pytest.fixture(scope="session")
+def catalogue_server():
+    """One throw-away PostgreSQL server for every catalogue test of the session."""
+    from .postgres import PostgresServer, server_bin
+
+    if server_bin() is None:
+        needs("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    server = PostgresServer(db="postgres_unused")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def catalogue_url(catalogue_server) -> str:
+    """A fresh catalogue database for one test, its tables created from catalogue_schema.sql."""
+    import uuid
+
+    import psycopg2
+
+    name = f"catalogue_{uuid.uuid4().hex[:12]}"
+    catalogue_server.create_database(name)
+    url = f"postgresql://{catalogue_server.user}@127.0.0.1:{catalogue_server.port}/{name}"
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(CATALOGUE_SCHEMA.read_text())
+    conn.close()
+    return url
