@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ingestion_assets.ml.events import submission_observation  # noqa: E402
 from ingestion_assets.ml.sensors import ml_status_sensor  # noqa: E402
 from ingestion_assets.ml.tracking import TrackedJob, TrackerState  # noqa: E402
-from ingestion_assets.resources import MLAnalyzeResource  # noqa: E402
+from ingestion_assets.resources import CatalogueResource, MLAnalyzeResource  # noqa: E402
 
 
 class ReferenceProcess:
@@ -101,9 +101,7 @@ def main() -> None:
                         "",
                         time.time(),
                     )
-                    instance.report_runless_asset_event(
-                        submission_observation(job, "csv", str(uuid.uuid4()))
-                    )
+                    instance.report_runless_asset_event(submission_observation(job, "csv"))
 
                 baseline = []
                 for _ in range(args.repeat):
@@ -116,7 +114,9 @@ def main() -> None:
             cursor, ticks = None, []
             for _ in range(args.repeat + 1):
                 context = build_sensor_context(
-                    instance=instance, cursor=cursor, resources={"ml_analyze": ml}
+                    instance=instance,
+                    cursor=cursor,
+                    resources={"ml_analyze": ml, "catalogue": CatalogueResource()},
                 )
                 started = time.perf_counter()
                 result = ml_status_sensor(context)

@@ -2,6 +2,7 @@
 
 from dagster import Definitions, in_process_executor
 
+from .catalogue.assets import catalogue_suppliers
 from .courier.assets import raw_download, shared_file
 from .inbox.sensors import inbox_sensor
 from .jobs import master_sync_job, supplier_sync_job
@@ -13,7 +14,7 @@ from .registry.sensors import initial_master_sync_sensor, supplier_partitions_se
 from .resources import resources_from_env
 
 defs = Definitions(
-    assets=[supplier_registry, raw_download, shared_file, ml_analysis_result],
+    assets=[supplier_registry, catalogue_suppliers, raw_download, shared_file, ml_analysis_result],
     asset_checks=[analysis_succeeded],
     jobs=[master_sync_job, supplier_sync_job, shared_file_cleanup],
     sensors=[

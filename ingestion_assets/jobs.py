@@ -6,8 +6,9 @@ from .partitions import suppliers
 
 master_sync_job = define_asset_job(
     "master_sync",
-    selection=AssetSelection.assets("supplier_registry"),
-    description="Read the master sheet; the partitions sensor then syncs every active supplier.",
+    selection=AssetSelection.assets("supplier_registry", "catalogue_suppliers"),
+    description="Read the master sheet and keep the catalogue's suppliers in step; the "
+    "partitions sensor then syncs every active supplier.",
 )
 
 supplier_sync_job = define_asset_job(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from dagster import ConfigurableResource, EnvVar
 
+from .catalogue.store import Catalogue
 from .fetching.fetcher import SourceFetcher, is_local_path
 from .fetching.streaming import FetchLimits
 from .fetching.url_guard import UrlGuard
@@ -92,10 +95,36 @@ class MLAnalyzeResource(ConfigurableResource):
     poll_interval_seconds: int = 5
     job_timeout_minutes: int = 30
     max_retries: int = 3  # attempts per file, the first one included
-    require_healthy: bool = True  # anything but "healthy" counts as not ready
+    retry_delay_seconds: int = 60  # before a new attempt of a failed job; doubles each attempt
+    submit_when_degraded: bool = False  # "degraded" counts as not ready unless this is set
+    # What the deployed service parses; others are converted (CSV → XLSX) or refused up front.
+    # The production service: excel,pdf. The reference server: all three.
+    file_types: str = "excel,csv,pdf"
+    # The production service reads only a workbook's active sheet: the courier then hands it a
+    # workbook of the master sheet's `sheet_name` alone. Newer services read `priority_sheet`.
+    reads_active_sheet_only: bool = False
 
     def client(self, **overrides) -> MLAnalyzeClient:
         return MLAnalyzeClient(self.url, **{"timeout": self.timeout_seconds, **overrides})
+
+    def parses(self) -> frozenset[str]:
+        return frozenset(t.strip().lower() for t in self.file_types.split(",") if t.strip())
+
+
+class CatalogueResource(ConfigurableResource):
+    """The catalogue database ml-analyze writes into (PostgreSQL; SQLite for `make dev`).
+    Empty: no catalogue: suppliers are not synced into it and match counts are not read."""
+
+    database_url: str = ""
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Catalogue | None]:
+        """The catalogue (None when not configured), its connections closed afterwards."""
+        if not self.database_url:
+            yield None
+            return
+        with Catalogue(self.database_url) as store:
+            yield store
 
 
 def _env(name: str, default=None, *, as_int: bool = False):
@@ -148,5 +177,10 @@ def resources_from_env() -> dict:
             poll_interval_seconds=_env("ML_POLL_INTERVAL_SECONDS", as_int=True),
             job_timeout_minutes=_env("ML_JOB_TIMEOUT_MINUTES", as_int=True),
             max_retries=_env("ML_MAX_RETRIES", as_int=True),
+            retry_delay_seconds=_env("ML_RETRY_DELAY_SECONDS", as_int=True),
+            submit_when_degraded=_env_bool("ML_SUBMIT_WHEN_DEGRADED"),
+            file_types=_env("ML_FILE_TYPES"),
+            reads_active_sheet_only=_env_bool("ML_READS_ACTIVE_SHEET_ONLY"),
         ),
+        "catalogue": _configured(CatalogueResource, database_url=_env("CATALOGUE_DATABASE_URL")),
     }

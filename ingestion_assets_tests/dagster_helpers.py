@@ -13,6 +13,7 @@ from ingestion_assets.ml.assets import ml_analysis_result
 from ingestion_assets.partitions import suppliers
 from ingestion_assets.registry.assets import supplier_registry
 from ingestion_assets.resources import (
+    CatalogueResource,
     FetchResource,
     MasterSheetResource,
     MLAnalyzeResource,
@@ -32,7 +33,11 @@ def master_sheet_csv(rows: list[list[str]]) -> bytes:
 
 
 def courier_resources(
-    tmp_path: Path, master_url: str, ml_url: str = "http://127.0.0.1:9", **fetch_settings
+    tmp_path: Path,
+    master_url: str,
+    ml_url: str = "http://127.0.0.1:9",
+    catalogue_url: str = "",
+    **fetch_settings,
 ) -> dict:
     settings = {
         "ssrf_allowed_hosts": "127.0.0.1",
@@ -48,7 +53,9 @@ def courier_resources(
         "master_sheet": MasterSheetResource(url=master_url),
         "fetch": FetchResource(**settings),
         "shared_volume": SharedVolumeResource(uploads_dir=str(tmp_path / "shared")),
-        "ml_analyze": MLAnalyzeResource(url=ml_url),
+        # Failed attempts are resubmitted at once here (the deployment waits a minute, doubling).
+        "ml_analyze": MLAnalyzeResource(url=ml_url, retry_delay_seconds=0),
+        "catalogue": CatalogueResource(database_url=catalogue_url),
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import uvicorn
 from ml_analyze_reference import create_app
+from sqlalchemy import create_engine, text
 
 SUPPLIER_ID = "3f2b8c1e-7d4a-4e6b-9a51-0c2d7e8f9a10"
 FINISHED = ("completed", "failed")
@@ -82,3 +83,31 @@ class RunningServer:
             self._server.should_exit = True
             self._thread.join(timeout=10)
         self._socket.close()
+
+
+class CatalogueSql:
+    """Plain SQL on a catalogue database (PostgreSQL or SQLite), as a test sees it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = create_engine(url)
+
+    def rows(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """Run one statement in its own transaction; its rows, if it returns any."""
+        with self._engine.begin() as conn:
+            result = conn.execute(text(statement), params)
+            return [dict(row._mapping) for row in result] if result.returns_rows else []
+
+    def add_supplier(self, supplier_id: str = SUPPLIER_ID, name: str = "ООО Тест") -> str:
+        self.rows(
+            "INSERT INTO suppliers (id, name, source_type) VALUES (:id, :name, 'excel')",
+            id=supplier_id,
+            name=name,
+        )
+        return supplier_id
+
+    def count(self, table: str) -> int:
+        return int(self.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+
+    def close(self) -> None:
+        self._engine.dispose()

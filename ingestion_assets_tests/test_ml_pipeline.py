@@ -31,7 +31,7 @@ from ingestion_assets.ml.sensors import ml_status_sensor
 from ingestion_assets.ml.tracking import TrackerState
 from ingestion_assets.registry.assets import supplier_registry
 from ingestion_assets.registry.sensors import supplier_partitions_sensor
-from ingestion_assets.resources import MLAnalyzeResource
+from ingestion_assets.resources import CatalogueResource, MLAnalyzeResource
 
 from . import loopback
 from .dagster_helpers import (
@@ -62,6 +62,7 @@ def price_list() -> bytes:
 
 
 PRICE_LIST = price_list()
+PRICE_LIST_CSV = "name;sku;price\nДрель ударная 750 Вт;D-1;4990\nМолоток;M-1;450\n".encode()
 
 
 @pytest.fixture
@@ -77,10 +78,13 @@ def ml_service(tmp_path):
     service.stop()
 
 
-def tick(instance, ml: MLAnalyzeResource, cursor: str | None) -> SensorResult:
+def tick(
+    instance, ml: MLAnalyzeResource, cursor: str | None, catalogue_url: str = ""
+) -> SensorResult:
     """One status-sensor tick; its events are stored as the daemon stores them."""
+    resources = {"ml_analyze": ml, "catalogue": CatalogueResource(database_url=catalogue_url)}
     result = ml_status_sensor(
-        build_sensor_context(instance=instance, cursor=cursor, resources={"ml_analyze": ml})
+        build_sensor_context(instance=instance, cursor=cursor, resources=resources)
     )
     for event in result.asset_events:
         instance.report_runless_asset_event(event)
@@ -97,6 +101,12 @@ def until(instance, ml, cursor, done, timeout=20.0):
             return result, cursor
         assert time.monotonic() < deadline, "the sensor never reached the expected state"
         time.sleep(0.2)
+
+
+def settled(result: SensorResult) -> bool:
+    """Nothing left to follow: no job outstanding, no resubmission waiting."""
+    state = TrackerState.from_json(result.cursor)
+    return not state.jobs and not state.resubmits
 
 
 def kinds(result: SensorResult) -> list[str]:
@@ -195,12 +205,37 @@ def test_ml_off_stops_after_shared_file_visibly(instance, server, tmp_path, ml_s
     assert latest_ml_state(instance, "beta")[0] == "ml_off"
 
 
+NO_HEADER = b"foo;bar\n1;2\n"  # the reference fails it: no name and price columns
+
+
+def test_a_cause_that_will_not_heal_is_reported_at_once_never_resubmitted(
+    instance, server, tmp_path, ml_service
+):
+    """The reference server cannot parse PDFs: one attempt, then a failed check with its words."""
+    resources = setup_supplier(
+        server, tmp_path, ml_service.url, body=b"%PDF-1.4 a price list", path="/p.pdf", fmt="url"
+    )
+    ml = resources["ml_analyze"]
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    result, cursor = until(instance, ml, None, lambda r: "AssetCheckEvaluation" in kinds(r))
+    assert result.run_requests == []
+    [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
+    assert not check.passed and check.description.startswith("alfa: ")
+    assert "will not heal" in check.description
+    assert "PDF is not supported by the reference server" in check.description
+    phase, record = latest_ml_state(instance, "alfa")
+    assert phase == "failed" and record.asset_observation.metadata["attempt"].value == 1
+    assert "PDF is not supported" in record.asset_observation.description
+    assert tick(instance, ml, cursor).run_requests == []
+
+
 def test_failed_jobs_are_resubmitted_then_reported_on_the_check(
     instance, server, tmp_path, ml_service
 ):
-    """The reference server refuses PDFs: 3 attempts, then a failed check with its message."""
+    """A failure that may heal: 3 attempts, then a failed check with the service's message."""
     resources = setup_supplier(
-        server, tmp_path, ml_service.url, body=b"%PDF-1.4 a price list", path="/p.pdf", fmt="url"
+        server, tmp_path, ml_service.url, body=NO_HEADER, path="/p.csv", fmt="csv"
     )
     ml = resources["ml_analyze"]
     sync_registry(instance, resources)
@@ -218,27 +253,25 @@ def test_failed_jobs_are_resubmitted_then_reported_on_the_check(
     [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
     assert not check.passed
     assert check.description.startswith("alfa: ")
-    assert "PDF is not supported by the reference server" in check.description
+    assert "No header row" in check.description
     assert check.metadata["failed_suppliers"].value == "alfa"
     assert latest_ml_state(instance, "alfa")[0] == "failed"
-    assert server.hits["/p.pdf"] == 1  # every attempt reused the file
+    assert server.hits["/p.csv"] == 1  # every attempt reused the file
     assert TrackerState.from_json(cursor).jobs == {}
     [by_hand] = run_check(instance, resources).get_asset_check_evaluations()
     assert not by_hand.passed and "alfa" in by_hand.description
 
     # The supplier sends a spreadsheet: it completes, and the check recovers. Then it fails
     # and recovers again: each evaluation is stored (no unique-key clash in the storage).
-    for body in (PRICE_LIST, b"%PDF-1.4 again", PRICE_LIST):
-        server.route("/p.pdf", loopback.file_body(body))
+    for body in (PRICE_LIST_CSV, NO_HEADER, PRICE_LIST_CSV):
+        server.route("/p.csv", loopback.file_body(body))
         assert sync_supplier(instance, resources, "alfa", selection=FULL).success
-        for _ in range(3):  # a PDF takes three attempts
+        for _ in range(3):  # a failing file takes three attempts
             result, cursor = until(
                 instance,
                 ml,
                 cursor,
-                lambda r: (
-                    r.run_requests or r.asset_events and not TrackerState.from_json(r.cursor).jobs
-                ),
+                lambda r: r.run_requests or r.asset_events and settled(r),
             )
             for request in result.run_requests:
                 assert sync_supplier(
@@ -247,9 +280,36 @@ def test_failed_jobs_are_resubmitted_then_reported_on_the_check(
             if not result.run_requests:
                 break
         [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
-        assert check.passed == (body == PRICE_LIST)
+        assert check.passed == (body == PRICE_LIST_CSV)
     [by_hand] = run_check(instance, resources).get_asset_check_evaluations()
     assert by_hand.passed
+
+
+def test_resubmissions_wait_the_retry_delay(instance, server, tmp_path, ml_service):
+    resources = setup_supplier(
+        server, tmp_path, ml_service.url, body=NO_HEADER, path="/p.csv", fmt="csv"
+    )
+    ml = MLAnalyzeResource(url=ml_service.url, retry_delay_seconds=3600)
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    result, cursor = until(
+        instance,
+        ml,
+        None,
+        lambda r: "AssetObservation" in kinds(r) and TrackerState.from_json(r.cursor).resubmits,
+    )
+    assert result.run_requests == []
+    [waiting] = TrackerState.from_json(cursor).resubmits.values()
+    assert 3500 < waiting.resubmit_at - time.time() <= 3600
+    phase, record = latest_ml_state(instance, "alfa")
+    assert phase == "retrying" and "resubmitting in 3600 s" in record.asset_observation.description
+    assert tick(instance, ml, cursor).run_requests == []
+    # The wait is over: the resubmission is requested once.
+    state = TrackerState.from_json(cursor)
+    for job in state.resubmits.values():
+        job.resubmit_at = time.time() - 1
+    [request] = tick(instance, ml, state.to_json()).run_requests
+    assert request.tags["courier/ml_attempt"] == "2"
 
 
 def run_check(instance, resources):
@@ -388,7 +448,6 @@ def test_ml_down_at_submit_fails_the_run_and_the_retry_reuses_the_download(
 
 def test_the_sensor_follows_hundreds_of_jobs_to_the_end_once_each(instance, tmp_path, ml_service):
     """300 outstanding jobs: every one polled, each partition materialized exactly once."""
-    import uuid
 
     from ingestion_assets.ml.events import submission_observation
     from ingestion_assets.ml.tracking import TrackedJob
@@ -398,7 +457,7 @@ def test_the_sensor_follows_hundreds_of_jobs_to_the_end_once_each(instance, tmp_
     for index in range(300):
         job_id = ml_service.api.submit(price_list, "csv")
         job = TrackedJob(job_id, f"s{index:03d}", 1, "0" * 32, str(price_list), "", time.time())
-        instance.report_runless_asset_event(submission_observation(job, "csv", str(uuid.uuid4())))
+        instance.report_runless_asset_event(submission_observation(job, "csv"))
 
     ml = MLAnalyzeResource(url=ml_service.url)
     first = tick(instance, ml, None)

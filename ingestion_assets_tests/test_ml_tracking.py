@@ -58,8 +58,14 @@ def job_status(state: str = "processing", **fields: Any) -> JobStatus:
     return JobStatus(job_id="job-1", status=state, **fields)
 
 
-def run(job: TrackedJob, answer, after_s: float = 60):
-    return decide(job, answer, SUBMITTED_AT + after_s, STALL_S, MAX_ATTEMPTS)
+def run(job: TrackedJob, answer, after_s: float = 60, log_messages: tuple[str, ...] = ()):
+    return decide(job, answer, SUBMITTED_AT + after_s, STALL_S, MAX_ATTEMPTS, log_messages)
+
+
+def seen(job: TrackedJob, answer: JobStatus, at_s: float = 0) -> TrackedJob:
+    """The job as the sensor left it after a poll that gave `answer` at `at_s`."""
+    job.moved(answer, SUBMITTED_AT + at_s)
+    return job
 
 
 # --- decide --------------------------------------------------------------------
@@ -78,12 +84,41 @@ def test_completion_wins_over_the_stall_timeout() -> None:
 
 
 def test_a_failed_job_is_resubmitted_while_attempts_remain() -> None:
-    answer = job_status("failed", errors=["PDF is not supported by the reference server"])
+    answer = job_status("failed", errors=["File parsing failed"])
     for attempt in range(1, MAX_ATTEMPTS):
-        outcome = run(tracked(attempt=attempt), answer)
+        outcome = run(tracked(attempt=attempt), answer, log_messages=("[llm] Ollama timed out",))
         assert outcome.kind == RESUBMIT, attempt
-        assert outcome.errors == ("PDF is not supported by the reference server",)
+        assert outcome.errors == ("File parsing failed", "[llm] Ollama timed out")
         assert "failed" in outcome.reason and outcome.status is answer
+
+
+@pytest.mark.parametrize(
+    ("errors", "logs", "cause"),
+    [
+        (["Unsupported file type: csv"], (), "cannot parse this type"),
+        (["PDF is not supported by the reference server"], (), "cannot parse this type"),
+        (["File not found: /shared/uploads/x.xlsx"], (), "cannot see the handed-off file"),
+        (
+            ["File parsing failed"],
+            (
+                '[database] insert or update on table "supplier_items" violates foreign key '
+                'constraint "supplier_items_supplier_id_fkey"',
+            ),
+            "no row in the catalogue",
+        ),
+        (
+            ["File parsing failed"],
+            ('[database] duplicate key value violates unique constraint "unique_supplier_sku"',),
+            "already holds these SKUs",
+        ),
+    ],
+)
+def test_a_cause_that_will_not_heal_is_not_resubmitted(errors, logs, cause) -> None:
+    """Classified from the status's errors or the catalogue's log rows, at the first attempt."""
+    outcome = run(tracked(attempt=1), job_status("failed", errors=errors), log_messages=logs)
+    assert outcome.kind == GIVE_UP
+    assert "will not heal" in outcome.reason and cause in outcome.reason
+    assert outcome.errors == (*errors, *logs)
 
 
 def test_a_failed_job_is_given_up_at_the_last_attempt() -> None:
@@ -120,19 +155,32 @@ def test_an_unreachable_service_only_means_wait(attempt: int, after_s: float) ->
 
 
 @pytest.mark.parametrize("state", ["processing", "pending"])
-def test_a_job_running_past_the_timeout_is_stalled(state: str) -> None:
+@pytest.mark.parametrize("attempt", [1, MAX_ATTEMPTS])
+def test_a_job_with_no_progress_past_the_timeout_is_stalled_and_not_resubmitted(
+    state: str, attempt: int
+) -> None:
+    """It may still be running (a restarted service leaves jobs 'processing' forever): a second
+    job would store every row twice, so it is reported, never resubmitted."""
     answer = job_status(state, progress_percentage=40)
-    outcome = run(tracked(last_progress=40), answer, after_s=STALL_S + 1)
-    assert outcome.kind == RESUBMIT
-    assert "stalled" in outcome.reason and state in outcome.reason and "30 min" in outcome.reason
+    job = seen(tracked(attempt=attempt), answer, at_s=600)
+    outcome = run(job, answer, after_s=600 + STALL_S + 1)
+    assert outcome.kind == GIVE_UP
+    assert "no progress for 30 min" in outcome.reason and state in outcome.reason
+    assert "not resubmitted" in outcome.reason and "force=true" in outcome.reason
 
-    outcome = run(tracked(attempt=MAX_ATTEMPTS, last_progress=40), answer, after_s=STALL_S + 1)
-    assert outcome.kind == GIVE_UP and "stalled" in outcome.reason
 
-
-def test_a_job_is_not_stalled_up_to_the_timeout() -> None:
+def test_a_job_is_not_stalled_up_to_the_timeout_since_its_last_progress() -> None:
     answer = job_status("processing", progress_percentage=40)
-    assert run(tracked(last_progress=40), answer, after_s=STALL_S).kind == WAIT
+    job = seen(tracked(), answer, at_s=STALL_S)  # long after submission, but it moved then
+    assert run(job, answer, after_s=STALL_S * 2).kind == WAIT
+    assert run(job, answer, after_s=STALL_S * 2 + 1).kind == GIVE_UP
+
+
+def test_a_slow_job_that_keeps_moving_is_never_stalled() -> None:
+    job = tracked()
+    for step in range(1, 10):
+        answer = job_status("processing", progress_percentage=step * 10, items_processed=step)
+        assert run(job, answer, after_s=step * (STALL_S - 1)).kind == PROGRESS
 
 
 def test_changed_progress_is_reported() -> None:
@@ -144,7 +192,7 @@ def test_changed_progress_is_reported() -> None:
 
 def test_unchanged_progress_is_a_wait() -> None:
     answer = job_status(progress_percentage=40)
-    outcome = run(tracked(last_progress=40), answer)
+    outcome = run(seen(tracked(), answer), answer)
     assert outcome.kind == WAIT and outcome.status is answer
 
 

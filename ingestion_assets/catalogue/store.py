@@ -101,6 +101,12 @@ class Catalogue:
         if self._engine is not None:
             self._engine.dispose()
 
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[Connection]:
         try:

@@ -2,6 +2,7 @@
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 from dagster import (
     AssetCheckResult,
@@ -20,16 +21,27 @@ from dagster import (
 from pydantic import Field
 
 from .. import pools
+from ..catalogue.assets import synced_supplier_ids
+from ..catalogue.identity import with_catalogue_id
+from ..catalogue.store import CatalogueError
 from ..fetching.errors import FetchError
 from ..fetching.fetcher import FetchedFile
+from ..fetching.google_sheets import XLSX_MIME
 from ..fetching.redact import redact_url
 from ..fetching.streaming import human_size
 from ..handoff.atomic import file_md5
-from ..handoff.shared_volume import HandedOffFile, HandOffError
+from ..handoff.derive import DerivationError, count_data_rows
+from ..handoff.shared_volume import HandedOffFile, HandOffError, SharedVolume
 from ..handoff.sidecar import FileMetadata
 from ..partitions import suppliers
 from ..registry.models import Registry, Supplier
-from ..resources import FetchResource, SharedVolumeResource
+from ..resources import (
+    CatalogueResource,
+    FetchResource,
+    MLAnalyzeResource,
+    SharedVolumeResource,
+)
+from .analysable import AnalysisPlan, derive, plan_analysis
 from .sources import UnknownSupplier, resolve_supplier
 
 # 5xx, timeouts, dropped connections: 3 retries, 1 s → 2 s → 4 s, with jitter.
@@ -53,9 +65,59 @@ class SharedFile:
     """What the ML hand-off needs: the file on the shared volume and how ml-analyze sees it."""
 
     supplier: Supplier
-    handed_off: HandedOffFile
-    ml_path: str
+    handed_off: HandedOffFile  # the original bytes
+    ml_path: str  # the file to analyse, as ml-analyze sees it
     staged_path: str  # the courier's own copy: a retry hands it off again if the clean-up took the shared one
+    derived: HandedOffFile | None = None  # a form the service reads, made from the original
+    refused: str = ""  # why the deployed ml-analyze cannot be given this file at all
+    priority_sheet: str | None = None
+    data_rows: int | None = None  # non-empty rows of what is analysed, when counted
+
+    @property
+    def to_analyse(self) -> HandedOffFile:
+        return self.derived or self.handed_off
+
+    @property
+    def derivation(self) -> str | None:
+        return self.derived.metadata.derivation if self.derived else None
+
+
+# Rows are counted (the yardstick of "far fewer items than rows") in files up to this size.
+COUNT_ROWS_UP_TO_BYTES = 10 * 1024 * 1024
+
+
+def _hand_off_derived(
+    volume: SharedVolume,
+    original: HandedOffFile,
+    plan: AnalysisPlan,
+    supplier: Supplier,
+    staging: Path,
+) -> HandedOffFile:
+    """The derived workbook beside the original, with a sidecar of its own that names the
+    original and its checksum. Derived once per original: an existing one is reused."""
+    meta = original.metadata
+    found = volume.find(meta.supplier_id, meta.checksum_md5, plan.derivation)
+    if found is not None:
+        return found
+    staged = staging / f".derived-{meta.checksum_md5}.xlsx"
+    try:
+        derive(plan, original.path, staged, supplier.sheet_name)
+        stem = Path(meta.original_filename).stem or supplier.key
+        derived_meta = meta.model_copy(
+            update={
+                "original_filename": f"{stem}.xlsx",
+                "file_type": "excel",
+                "mime_type": XLSX_MIME,
+                "file_size_bytes": staged.stat().st_size,
+                "checksum_md5": file_md5(staged),
+                "derived_from_file": original.path.name,
+                "derived_from_md5": meta.checksum_md5,
+                "derivation": plan.derivation,
+            }
+        )
+        return volume.hand_off(staged, derived_meta, ".xlsx")
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def describe(supplier: Supplier, source: str) -> str:
@@ -94,6 +156,7 @@ def raw_download(
     config: SourceConfig,
     supplier_registry: Registry,
     fetch: FetchResource,
+    catalogue: CatalogueResource,
 ) -> Output[RawDownload]:
     """The supplier's file, byte for byte, streamed into the courier's staging folder."""
     try:
@@ -109,6 +172,20 @@ def raw_download(
         no_run_retry(context)
         raise Failure(str(exc), allow_retries=False) from exc
     source = redact_url(supplier.source_url)
+    try:
+        with catalogue.session() as store:
+            supplier, warning = with_catalogue_id(
+                supplier, store, lambda: synced_supplier_ids(context.instance)
+            )
+    except CatalogueError as exc:
+        if not exc.retryable:
+            no_run_retry(context)
+        raise Failure(
+            f"{describe(supplier, source)}: no catalogue row, nothing fetched: {exc}",
+            allow_retries=exc.retryable,
+        ) from exc
+    if warning:
+        context.log.warning(f"{describe(supplier, source)}: {warning}")
     context.log.info(f"{describe(supplier, source)}: fetching ({supplier.format})")
 
     def progress(done: int, total: int | None) -> None:
@@ -159,7 +236,10 @@ def raw_download(
     check_specs=[AssetCheckSpec("checksum_matches_sidecar", asset="shared_file")],
 )
 def shared_file(
-    context: AssetExecutionContext, raw_download: RawDownload, shared_volume: SharedVolumeResource
+    context: AssetExecutionContext,
+    raw_download: RawDownload,
+    shared_volume: SharedVolumeResource,
+    ml_analyze: MLAnalyzeResource,
 ):
     """The hand-off: the file on the shared volume (atomic write) with its `.meta.json` sidecar.
     The same content already handed off for this supplier is reused, not copied again."""
@@ -195,8 +275,46 @@ def shared_file(
         f"{supplier.key}: {'reused' if handed.reused else 'handed off'} {handed.path.name}"
     )
     written_md5 = file_md5(handed.path)
+    plan = plan_analysis(
+        fetched.kind.file_type,
+        supplier.sheet_name,
+        ml_analyze.parses(),
+        ml_analyze.reads_active_sheet_only,
+    )
+    derived = None
+    if plan.derivation:
+        try:
+            derived = _hand_off_derived(volume, handed, plan, supplier, fetched.path.parent)
+        except DerivationError as exc:
+            no_run_retry(context)
+            raise Failure(
+                f"{describe(supplier, raw_download.source_url)}: the file was handed off, but "
+                f"a form ml-analyze reads ({plan.derivation}) cannot be made from it: {exc}",
+                allow_retries=False,
+            ) from exc
+        except HandOffError as exc:
+            raise Failure(
+                f"{describe(supplier, raw_download.source_url)}: {exc}",
+                allow_retries=exc.retryable,
+            ) from exc
+        context.log.info(f"{supplier.key}: {plan.derivation}: {derived.path.name}")
+    analysed = derived or handed
+    data_rows = (
+        count_data_rows(analysed.path, analysed.metadata.file_type, plan.priority_sheet)
+        if analysed.metadata.file_size_bytes <= COUNT_ROWS_UP_TO_BYTES
+        else None
+    )
     yield Output(
-        SharedFile(supplier, handed, shared_volume.path_for_ml(handed.path), str(fetched.path)),
+        SharedFile(
+            supplier,
+            handed,
+            shared_volume.path_for_ml(analysed.path),
+            str(fetched.path),
+            derived=derived,
+            refused=plan.refused,
+            priority_sheet=plan.priority_sheet,
+            data_rows=data_rows,
+        ),
         data_version=DataVersion(fetched.md5),
         metadata={
             "supplier": supplier.name,
@@ -209,6 +327,13 @@ def shared_file(
             "file_type": fetched.kind.file_type,
             "handed_off_by_run": handed.metadata.job_id,
             "duration_s": round(handed.seconds, 3),
+            "for_ml_analyze": (
+                f"derived: {derived.path.name} ({plan.derivation})"
+                if derived
+                else plan.refused or "the original file"
+            ),
+            **({"file_rows": data_rows} if data_rows is not None else {}),
+            **({"priority_sheet": plan.priority_sheet} if plan.priority_sheet else {}),
         },
     )
     yield AssetCheckResult(

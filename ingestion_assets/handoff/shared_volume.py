@@ -76,8 +76,7 @@ class SharedVolume:
                     raise
                 atomic_copy(staged, target, metadata.checksum_md5, staged_mtime_ns)
             file_written = True
-            body = metadata.model_dump_json(indent=2).encode("utf-8")
-            atomic_write(sidecar_path(target), [body])
+            atomic_write(sidecar_path(target), [metadata.to_json()])
         except OSError as exc:
             with contextlib.suppress(OSError):
                 target.unlink(missing_ok=True)  # never a file without its sidecar
@@ -91,8 +90,11 @@ class SharedVolume:
             target, sidecar_path(target), metadata, False, time.monotonic() - started
         )
 
-    def find(self, supplier_id: str, md5: str) -> HandedOffFile | None:
-        """The newest intact file of this supplier with this checksum, if one is still there."""
+    def find(
+        self, supplier_id: str, md5: str, derivation: str | None = None
+    ) -> HandedOffFile | None:
+        """The newest intact file of this supplier with this checksum, if one is still there.
+        With `derivation`: the newest intact file derived that way from the file of `md5`."""
         started = time.monotonic()
         for sidecar in sorted(self.root.glob(f"{supplier_id}_*{SIDECAR_SUFFIX}"), reverse=True):
             try:
@@ -100,11 +102,16 @@ class SharedVolume:
             except (OSError, ValueError):
                 continue
             path = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
+            wanted = (
+                metadata.derivation is None and metadata.checksum_md5 == md5
+                if derivation is None
+                else metadata.derivation == derivation and metadata.derived_from_md5 == md5
+            )
             if (
-                metadata.checksum_md5 == md5
+                wanted
                 and path.is_file()
                 and path.stat().st_size == metadata.file_size_bytes
-                and file_md5(path) == md5
+                and file_md5(path) == metadata.checksum_md5
             ):
                 return HandedOffFile(path, sidecar, metadata, True, time.monotonic() - started)
         return None

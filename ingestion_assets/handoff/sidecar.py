@@ -20,3 +20,11 @@ class FileMetadata(BaseModel):
     downloaded_at: str  # ISO 8601, UTC
     downloaded_by: str
     job_id: str  # the Dagster run id
+    # A file the courier derived for ml-analyze (a CSV as XLSX, one sheet of a workbook); the
+    # original is handed off beside it, unchanged. Absent on originals.
+    derived_from_file: str | None = None
+    derived_from_md5: str | None = None
+    derivation: str | None = None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=2, exclude_none=True).encode("utf-8")

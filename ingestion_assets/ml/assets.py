@@ -14,10 +14,11 @@ from dagster import (
 )
 
 from .. import pools
-from ..courier.assets import SharedFile, describe
+from ..catalogue.store import CatalogueError
+from ..courier.assets import SharedFile, describe, no_run_retry
 from ..handoff.atomic import file_md5
 from ..partitions import suppliers
-from ..resources import MLAnalyzeResource
+from ..resources import CatalogueResource, MLAnalyzeResource
 from .client import JobNotFound, MLAnalyzeError
 from .events import (
     ATTEMPT_TAG,
@@ -48,6 +49,7 @@ def ml_analysis_result(
     config: AnalysisConfig,
     shared_file: SharedFile,
     ml_analyze: MLAnalyzeResource,
+    catalogue: CatalogueResource,
 ):
     """The analysis of the supplier's file by ml-analyze: items extracted, matched, sent to
     review, errors. Materialized by the ml status sensor when the job ends."""
@@ -68,50 +70,68 @@ def ml_analysis_result(
         )
         return
 
-    md5 = handed.metadata.checksum_md5
-    if not handed.path.is_file() or file_md5(handed.path) != md5:
+    if shared_file.refused:
+        # The service cannot parse this file and no form it parses can be made: say so once,
+        # never submit it to fail again and again.
+        no_run_retry(context)
+        yield phase_observation(
+            key, FAILED, f"{who}: {shared_file.refused}", reason=shared_file.refused
+        )
+        raise Failure(f"{who}: not submitted: {shared_file.refused}", allow_retries=False)
+
+    target = shared_file.to_analyse
+    md5 = target.metadata.checksum_md5
+    if not target.path.is_file() or file_md5(target.path) != md5:
         raise Failure(
-            f"{who}: {handed.path} no longer matches its sidecar checksum {md5}",
+            f"{who}: {target.path} no longer matches its sidecar checksum {md5}",
             allow_retries=False,
         )
+    supplier_id = _catalogue_row(context, catalogue, supplier, who)
 
     with ml_analyze.client() as client:
         previous = latest_submission(context.instance, key)
         replaced = context.run.tags.get(REPLACES_TAG)
-        if (
-            previous
-            and previous.checksum_md5 == md5
-            and previous.job_id != replaced
-            and not config.force
-        ):
+        if previous and previous.job_id != replaced and not config.force:
             state = _job_state(client, previous.job_id)
             if state in ("pending", "processing"):
-                context.log.info(
-                    f"{who}: job {previous.job_id} for this file is still {state}; not submitting twice"
+                # Never two live jobs for one supplier: a second one stores rows twice.
+                same = previous.checksum_md5 == md5
+                message = (
+                    f"{who}: job {previous.job_id} for "
+                    f"{'this file' if same else 'its previous file'} is still {state}; "
+                    "not submitting a second one"
                 )
-                return
-            if state in ("completed", "completed_with_errors"):
+                if same:
+                    context.log.info(message)
+                    return
+                raise Failure(message + " (the next sync or run retry submits this file)")
+            if state in ("completed", "completed_with_errors") and previous.checksum_md5 == md5:
                 context.log.info(
                     f"{who}: this file was analysed by job {previous.job_id}; run with force=true to redo"
                 )
                 return
         try:
             health = client.health()
-            if ml_analyze.require_healthy and not health.ready:
+            if not health.accepts_work(ml_analyze.submit_when_degraded):
                 raise Failure(
-                    f"{who}: ml-analyze is not ready (health: {health.status})", allow_retries=True
+                    f"{who}: ml-analyze is not ready (health: {health.status}); nothing submitted",
+                    allow_retries=True,
                 )
             submission = client.submit(
                 shared_file.ml_path,
-                supplier.supplier_id,
-                handed.metadata.file_type,
+                supplier_id,
+                target.metadata.file_type,
                 metadata={
                     "supplier_name": supplier.name,
                     "checksum_md5": md5,
+                    "original_checksum_md5": handed.metadata.checksum_md5,
                     "dagster_run_id": context.run_id,
                 },
+                priority_sheet=shared_file.priority_sheet,
             )
         except MLAnalyzeError as exc:
+            if not exc.retryable:
+                no_run_retry(context)
             raise Failure(
                 f"{who}: cannot submit to ml-analyze: {exc}", allow_retries=exc.retryable
             ) from exc
@@ -121,12 +141,40 @@ def ml_analysis_result(
         partition=key,
         attempt=int(context.run.tags.get(ATTEMPT_TAG, "1")),
         checksum_md5=md5,
-        shared_path=str(handed.path),
+        shared_path=str(target.path),
         staged_path=str(shared_file.staged_path),
         submitted_at=time.time(),
+        supplier_id=supplier_id,
+        data_rows=shared_file.data_rows,
     )
     context.log.info(f"{who}: submitted to ml-analyze as job {job.job_id} (attempt {job.attempt})")
-    yield submission_observation(job, handed.metadata.file_type, supplier.supplier_id)
+    yield submission_observation(
+        job,
+        target.metadata.file_type,
+        analysed_file=target.path.name,
+        **({"derived_by": shared_file.derivation} if shared_file.derivation else {}),
+        **({"priority_sheet": shared_file.priority_sheet} if shared_file.priority_sheet else {}),
+    )
+
+
+def _catalogue_row(context, catalogue: CatalogueResource, supplier, who: str) -> str:
+    """ml-analyze stores items against the catalogue's supplier row: make sure it exists."""
+    try:
+        with catalogue.session() as store:
+            if store is None:
+                return supplier.supplier_id
+            row_id = store.ensure(supplier)
+    except CatalogueError as exc:
+        raise Failure(
+            f"{who}: cannot make sure the catalogue has the supplier's row, nothing submitted: {exc}",
+            allow_retries=exc.retryable,
+        ) from exc
+    if row_id != supplier.supplier_id:
+        context.log.warning(
+            f"{who}: the catalogue's row for this supplier is now {row_id} (the file was handed "
+            f"off under {supplier.supplier_id}); submitting under the catalogue's id"
+        )
+    return row_id
 
 
 def _job_state(client, job_id: str) -> str | None:

@@ -110,9 +110,23 @@ class MLAnalyzeClient:
         return _parse(Health, self._request("GET", "/health"))
 
     def submit(
-        self, file_path: str, supplier_id: str, file_type: str, metadata: dict | None = None
+        self,
+        file_path: str,
+        supplier_id: str,
+        file_type: str,
+        metadata: dict | None = None,
+        priority_sheet: str | None = None,
     ) -> Submission:
-        body = {"file_url": file_path, "supplier_id": supplier_id, "file_type": file_type}
+        """Both generations of the service: `file_url` (the contract), `file_path` (a later
+        branch prefers it), `priority_sheet` (the sheet to read; older services ignore it)."""
+        body: dict[str, object] = {
+            "file_url": file_path,
+            "file_path": file_path,
+            "supplier_id": supplier_id,
+            "file_type": file_type,
+        }
+        if priority_sheet:
+            body["priority_sheet"] = priority_sheet
         if metadata:
             body["metadata"] = metadata
         return _parse(Submission, self._request("POST", "/analyze/file", json=body))

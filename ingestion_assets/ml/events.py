@@ -19,7 +19,9 @@ ATTEMPT_TAG = "courier/ml_attempt"
 REPLACES_TAG = "courier/ml_replaces_job"
 
 
-def submission_observation(job: TrackedJob, file_type: str, supplier_id: str) -> AssetObservation:
+def submission_observation(
+    job: TrackedJob, file_type: str, **extra: str | int | float
+) -> AssetObservation:
     return AssetObservation(
         asset_key=ML_RESULT,
         partition=job.partition,
@@ -33,7 +35,9 @@ def submission_observation(job: TrackedJob, file_type: str, supplier_id: str) ->
             "staged_path": job.staged_path,
             "submitted_at": job.submitted_at,
             "file_type": file_type,
-            "supplier_id": supplier_id,
+            "supplier_id": job.supplier_id,
+            **({"file_rows": job.data_rows} if job.data_rows is not None else {}),
+            **extra,
         },
     )
 
@@ -50,6 +54,8 @@ def job_from_observation(observation: AssetObservation) -> TrackedJob | None:
         shared_path=metadata["shared_path"].value,
         staged_path=metadata["staged_path"].value,
         submitted_at=metadata["submitted_at"].value,
+        supplier_id=metadata["supplier_id"].value if "supplier_id" in metadata else "",
+        data_rows=metadata["file_rows"].value if "file_rows" in metadata else None,
     )
 
 

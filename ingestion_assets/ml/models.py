@@ -18,6 +18,11 @@ class Health(BaseModel):
     def ready(self) -> bool:
         return self.status == "healthy"
 
+    def accepts_work(self, when_degraded: bool = False) -> bool:
+        """`degraded` is "not ready" (the production service's jobs then fail), unless the
+        deployment says to submit anyway (ML_SUBMIT_WHEN_DEGRADED)."""
+        return self.ready or (when_degraded and self.status == "degraded")
+
 
 class Submission(BaseModel):
     model_config = ConfigDict(extra="ignore")

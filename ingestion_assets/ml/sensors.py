@@ -3,6 +3,7 @@ resubmissions and final failures. State: the cursor (see ml/tracking.py), rebuil
 
 import os
 import time
+from datetime import datetime, timedelta, timezone
 
 from dagster import (
     AssetCheckEvaluation,
@@ -17,9 +18,10 @@ from dagster import (
     sensor,
 )
 
+from ..catalogue.store import Catalogue, CatalogueError, ItemCounts
 from ..jobs import supplier_sync_job
-from ..resources import MLAnalyzeResource
-from .client import MLAnalyzeUnavailable
+from ..resources import CatalogueResource, MLAnalyzeResource
+from .client import MLAnalyzeError, MLAnalyzeUnavailable
 from .events import (
     ANALYZING,
     ATTEMPT_TAG,
@@ -30,12 +32,14 @@ from .events import (
     job_from_observation,
     phase_observation,
 )
+from .models import JobStatus
 from .tracking import (
     COMPLETED,
     GIVE_UP,
     PROGRESS,
     RESUBMIT,
     Outcome,
+    TrackedJob,
     TrackerState,
     decide,
     poll_jobs,
@@ -74,7 +78,13 @@ def _resolved_later(instance: DagsterInstance, partition: str, storage_id: int) 
     return bool(latest) and latest[0].storage_id > storage_id
 
 
-def _events_for(outcome: Outcome, max_attempts: int):
+def _said(errors: tuple[str, ...], limit: int = 10) -> str:
+    return "\n".join(errors[:limit]) or "none"
+
+
+def _events_for(
+    outcome: Outcome, max_attempts: int, counts: ItemCounts | None = None, retry_in_s: float = 0
+):
     job, status = outcome.job, outcome.status
     common = {"ml_job_id": job.job_id, "attempt": job.attempt}
     if outcome.kind == PROGRESS:
@@ -91,28 +101,32 @@ def _events_for(outcome: Outcome, max_attempts: int):
             **common,
         )
     elif outcome.kind == COMPLETED:
-        metadata = summary_metadata(job, status)
+        metadata = summary_metadata(job, status, counts)
+        warnings = "" if metadata["warnings"] == "none" else f" ({metadata['warnings']})"
         yield AssetMaterialization(
             asset_key=ML_RESULT,
             partition=job.partition,
-            description=f"Analysis {metadata['outcome']}: {status.items_total} items",
+            description=f"Analysis {metadata['outcome']}: {status.items_total} items{warnings}",
             metadata=metadata,
         )
     elif outcome.kind == RESUBMIT:
         yield phase_observation(
             job.partition,
             RETRYING,
-            f"Attempt {job.attempt} of {max_attempts} failed ({outcome.reason}); resubmitting",
+            f"Attempt {job.attempt} of {max_attempts} failed ({outcome.reason}); "
+            f"resubmitting in {retry_in_s:.0f} s. ml-analyze said: {_said(outcome.errors, 3)}",
             reason=outcome.reason,
-            errors="\n".join(outcome.errors[:10]) or "none",
+            errors=_said(outcome.errors),
+            retry_at=time.time() + retry_in_s,
             **common,
         )
     elif outcome.kind == GIVE_UP:
-        errors = "\n".join(outcome.errors[:10]) or "none"
+        errors = _said(outcome.errors)
         yield phase_observation(
             job.partition,
             FAILED,
-            f"Analysis failed after {job.attempt} attempts: {outcome.reason}",
+            f"Analysis failed (attempt {job.attempt}): {outcome.reason}. "
+            f"ml-analyze said: {_said(outcome.errors, 5)}",
             reason=outcome.reason,
             errors=errors,
             **common,
@@ -168,37 +182,98 @@ def _check_evaluation(state, outcome: Outcome) -> AssetCheckEvaluation:
     )
 
 
-def evaluate(context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource) -> SensorResult:
+class _CatalogueReads:
+    """The catalogue as the sensor reads it: one failure and it is left alone for the tick
+    (a completion is reported without match counts rather than held back)."""
+
+    def __init__(self, store: Catalogue | None, log) -> None:
+        self.store, self.log = store, log
+
+    def _read(self, what, default):
+        if self.store is None:
+            return default
+        try:
+            return what(self.store)
+        except CatalogueError as exc:
+            self.log.warning(f"{exc}; the rest of this tick goes without the catalogue")
+            self.store = None
+            return default
+
+    def counts(self, job: TrackedJob) -> ItemCounts | None:
+        if not job.supplier_id:
+            return None
+        return self._read(lambda store: store.item_counts(job.supplier_id), None)
+
+    def log_messages(self, job: TrackedJob) -> tuple[str, ...]:
+        if not job.supplier_id:
+            return ()
+        since = datetime.fromtimestamp(job.submitted_at, timezone.utc) - timedelta(minutes=1)
+        return tuple(
+            self._read(lambda store: store.log_messages(job.supplier_id, job.job_id, since), [])
+        )
+
+
+def _failed_answer(answer) -> bool:
+    return (
+        isinstance(answer, MLAnalyzeError)
+        and not isinstance(answer, MLAnalyzeUnavailable)
+        or (isinstance(answer, JobStatus) and answer.status == "failed")
+    )
+
+
+def evaluate(
+    context: SensorEvaluationContext,
+    ml_analyze: MLAnalyzeResource,
+    store: Catalogue | None = None,
+) -> SensorResult:
     state = TrackerState.from_json(context.cursor)
     ingest_submissions(context.instance, state)
     now = time.time()
+    # Failed attempts whose wait is over: their resubmission runs now.
+    runs = []
+    for job_id, job in list(state.resubmits.items()):
+        if job.resubmit_at <= now:
+            runs.append(_resubmission(job))
+            del state.resubmits[job_id]
     if not state.jobs:
-        return SensorResult(skip_reason="no outstanding ml-analyze jobs", cursor=state.to_json())
+        return SensorResult(
+            skip_reason=None if runs else "no outstanding ml-analyze jobs",
+            run_requests=runs,
+            cursor=state.to_json(),
+        )
     if now < state.backoff_until:
         wait = state.backoff_until - now
         return SensorResult(
-            skip_reason=f"ml-analyze unreachable; next poll in {wait:.0f} s", cursor=state.to_json()
+            skip_reason=None if runs else f"ml-analyze unreachable; next poll in {wait:.0f} s",
+            run_requests=runs,
+            cursor=state.to_json(),
         )
 
     jobs = sorted(state.jobs.values(), key=lambda j: j.last_polled)
     with ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S) as client:
         answers = poll_jobs(client, jobs, budget_s=TICK_BUDGET_S)
 
-    events, runs, unreachable = [], [], False
+    catalogue = _CatalogueReads(store, context.log)
+    events, unreachable = [], False
     for job in jobs:
         if job.job_id not in answers:
             continue
         answer = answers[job.job_id]
         unreachable |= isinstance(answer, MLAnalyzeUnavailable)
         job.last_polled = now
+        logs = catalogue.log_messages(job) if _failed_answer(answer) else ()
         outcome = decide(
-            job, answer, now, ml_analyze.job_timeout_minutes * 60, ml_analyze.max_retries
+            job, answer, now, ml_analyze.job_timeout_minutes * 60, ml_analyze.max_retries, logs
         )
-        events.extend(_events_for(outcome, ml_analyze.max_retries))
+        counts = catalogue.counts(job) if outcome.kind == COMPLETED else None
+        retry_in = ml_analyze.retry_delay_seconds * 2 ** (job.attempt - 1)
+        events.extend(_events_for(outcome, ml_analyze.max_retries, counts, retry_in))
         if outcome.kind in (COMPLETED, RESUBMIT, GIVE_UP):
             del state.jobs[job.job_id]
         if outcome.kind == RESUBMIT:
-            runs.append(_resubmission(job))
+            # Back off between attempts: a cause that heals (a busy service) gets time to.
+            job.resubmit_at = now + retry_in
+            state.resubmits[job.job_id] = job
         # The check changes when a supplier fails for good, and when a failed one recovers.
         if outcome.kind == GIVE_UP:
             state.failed_checks = sorted({*state.failed_checks, job.partition})
@@ -224,7 +299,11 @@ def evaluate(context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource) ->
     minimum_interval_seconds=max(1, POLL_INTERVAL_S - 1),
     default_status=DefaultSensorStatus.RUNNING,
 )
-def ml_status_sensor(context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource):
+def ml_status_sensor(
+    context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource, catalogue: CatalogueResource
+):
     """Polls ml-analyze for every outstanding job; reports progress, completion (as the
-    ml_analysis_result materialization), resubmissions and final failures (as a failed check)."""
-    return evaluate(context, ml_analyze)
+    ml_analysis_result materialization, match counts from the catalogue), resubmissions and
+    final failures (as a failed check, with ml-analyze's words and its catalogue log rows)."""
+    with catalogue.session() as store:
+        return evaluate(context, ml_analyze, store)

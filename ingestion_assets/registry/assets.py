@@ -14,21 +14,13 @@ from dagster import (
 
 from ..fetching.errors import FetchError
 from ..fetching.redact import redact_url
+from ..markdown import md_table
 from ..resources import FetchResource, MasterSheetResource
 from .master_sheet import load_master_sheet
 from .models import Registry
 from .tables import MasterSheetError
 
 MASTER_SHEET_RETRY = RetryPolicy(max_retries=3, delay=2)
-
-
-def _md_table(header: list[str], rows: list[list[object]]) -> str:
-    def cell(value: object) -> str:
-        return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")[:120]
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 @asset(group_name="master_sheet", kinds={"python"}, retry_policy=MASTER_SHEET_RETRY)
@@ -66,7 +58,7 @@ def supplier_registry(
             "inactive_suppliers": len(registry.suppliers) - len(registry.active),
             "rows_refused": len(registry.problems),
             "problems": MetadataValue.md(
-                _md_table(
+                md_table(
                     ["row", "supplier", "reason"],
                     [[p.row, p.supplier, p.reason] for p in registry.problems],
                 )
@@ -74,7 +66,7 @@ def supplier_registry(
                 else "No problems: every row is a valid supplier."
             ),
             "supplier_table": MetadataValue.md(
-                _md_table(
+                md_table(
                     ["key", "name", "format", "active", "ML", "source"],
                     [
                         [

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ingestion_assets_tests.ml_server import SUPPLIER_ID, Api, RunningServer
+from ingestion_assets_tests.ml_server import SUPPLIER_ID, Api, CatalogueSql, RunningServer
 
 
 @pytest.fixture
@@ -45,3 +45,19 @@ def api(shared_server: RunningServer) -> Api:
 @pytest.fixture
 def supplier_id() -> str:
     return SUPPLIER_ID
+
+
+@pytest.fixture
+def catalogue(catalogue_url: str) -> Iterator[CatalogueSql]:
+    """A fresh PostgreSQL catalogue (catalogue_schema.sql), for plain SQL."""
+    database = CatalogueSql(catalogue_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def sqlite_catalogue(tmp_path: Path) -> Iterator[CatalogueSql]:
+    """An embedded SQLite catalogue URL, as `make dev` uses; no file until a server opens it."""
+    database = CatalogueSql(f"sqlite:///{tmp_path / 'catalogue.sqlite3'}")
+    yield database
+    database.close()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rapidfuzz import fuzz, process, utils
 
+from .parsing import RawItem
+
 AUTO_MATCH_SCORE = 90.0
 REVIEW_SCORE = 70.0
 
@@ -20,6 +22,15 @@ class Match:
     status: str  # matched | review | unmatched
     product: str | None  # catalogue name; kept for review so a person can confirm it
     score: float
+
+
+@dataclass(frozen=True)
+class MatchedItem:
+    """A row that made it: its cleaned price and its match."""
+
+    raw: RawItem
+    price: float
+    match: Match
 
 
 class Catalogue:

@@ -98,25 +98,37 @@ class RawItem:
 # --- reading ---------------------------------------------------------------
 
 
-def read_table(path: str | Path, file_type: str) -> list[Row]:
-    """Rows of the first sheet (excel) or of the file (csv), cells normalised."""
+def read_table(
+    path: str | Path, file_type: str, sheet_name: str | None = None, active_sheet: bool = False
+) -> list[Row]:
+    """Rows of one sheet (excel) or of the file (csv), cells normalised.
+
+    The sheet: with `active_sheet`, the workbook's active one (the first of an XLS), as the
+    production service reads; else the one named `sheet_name` (case-insensitive); else, or
+    when there is no such sheet, the first.
+    """
     path = Path(path)
     if file_type == "csv":
         return read_csv(path)
     if file_type == "excel":
         with path.open("rb") as handle:
             is_zip = handle.read(4) == b"PK\x03\x04"
-        return _read_xlsx(path) if is_zip else _read_xls(path)
+        reader = _read_xlsx if is_zip else _read_xls
+        return reader(path, sheet_name, active_sheet)
     raise TableReadError(f"Unsupported file type: {file_type}")
 
 
-def _read_xlsx(path: Path) -> list[Row]:
+def _read_xlsx(path: Path, sheet_name: str | None, active_sheet: bool) -> list[Row]:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds for a broken zip
         raise TableReadError(f"Could not read the file as XLSX: {exc}") from exc
     try:
-        sheet = workbook.worksheets[0]
+        sheets = workbook.worksheets  # chart sheets left out
+        if active_sheet:
+            sheet = workbook.active if workbook.active in sheets else sheets[0]
+        else:
+            sheet = sheets[_sheet_index([s.title for s in sheets], sheet_name)]
         # Some writers store a wrong <dimension>; without this rows get cut.
         sheet.reset_dimensions()
         return [[_normalise(value) for value in row] for row in sheet.iter_rows(values_only=True)]
@@ -124,16 +136,24 @@ def _read_xlsx(path: Path) -> list[Row]:
         workbook.close()
 
 
-def _read_xls(path: Path) -> list[Row]:
+def _read_xls(path: Path, sheet_name: str | None, active_sheet: bool) -> list[Row]:
     try:
         book = xlrd.open_workbook(str(path), logfile=io.StringIO())
     except Exception as exc:  # xlrd raises XLRDError, struct.error, ...
         raise TableReadError(f"Could not read the file as Excel (XLS/XLSX): {exc}") from exc
     try:
-        sheet = book.sheet_by_index(0)
+        index = 0 if active_sheet else _sheet_index(book.sheet_names(), sheet_name)
+        sheet = book.sheet_by_index(index)
         return [[_normalise(value) for value in sheet.row_values(i)] for i in range(sheet.nrows)]
     finally:
         book.release_resources()
+
+
+def _sheet_index(names: Sequence[str], sheet_name: str | None) -> int:
+    """The index of the sheet named `sheet_name`, case and outer spaces ignored; else 0."""
+    wanted = (sheet_name or "").strip().casefold()
+    found = (i for i, name in enumerate(names) if wanted and name.strip().casefold() == wanted)
+    return next(found, 0)
 
 
 def read_csv(path: Path) -> list[Row]:

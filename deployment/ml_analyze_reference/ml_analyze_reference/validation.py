@@ -17,9 +17,10 @@ _EXPECTED_FILE_TYPES = "'excel', 'csv' or 'pdf'"
 
 @dataclass(frozen=True)
 class AnalyzeRequest:
-    file_url: str
+    file_url: str  # the request's `file_path` when it has one (a later generation's name)
     supplier_id: str
     file_type: str
+    priority_sheet: str | None = None  # the sheet to read (the newer service's field)
 
 
 def parse_analyze_request(body: bytes) -> tuple[AnalyzeRequest | None, list[dict[str, Any]]]:
@@ -43,15 +44,17 @@ def parse_analyze_request(body: bytes) -> tuple[AnalyzeRequest | None, list[dict
             )
         ]
 
+    # A later generation names the path `file_path`; when both are given, it wins.
+    path_field = "file_path" if data.get("file_path") is not None else "file_url"
     errors: list[dict[str, Any]] = []
-    for name in ("file_url", "supplier_id", "file_type"):
+    for name in (path_field, "supplier_id", "file_type"):
         if name not in data:
             errors.append(_error("missing", ["body", name], "Field required", data))
 
-    file_url = data.get("file_url")
-    if "file_url" in data and not isinstance(file_url, str):
+    file_url = data.get(path_field)
+    if path_field in data and not isinstance(file_url, str):
         errors.append(
-            _error("string_type", ["body", "file_url"], "Input should be a valid string", file_url)
+            _error("string_type", ["body", path_field], "Input should be a valid string", file_url)
         )
 
     supplier_id = data.get("supplier_id")
@@ -91,9 +94,27 @@ def parse_analyze_request(body: bytes) -> tuple[AnalyzeRequest | None, list[dict
             )
         )
 
+    priority_sheet = data.get("priority_sheet")
+    if priority_sheet is not None and not isinstance(priority_sheet, str):
+        errors.append(
+            _error(
+                "string_type",
+                ["body", "priority_sheet"],
+                "Input should be a valid string",
+                priority_sheet,
+            )
+        )
+
     if errors:
         return None, errors
-    return AnalyzeRequest(file_url=file_url, supplier_id=supplier_id, file_type=file_type), []
+    # Without errors every field is a string; str() tells the type checker so.
+    request = AnalyzeRequest(
+        file_url=str(file_url),
+        supplier_id=str(supplier_id),
+        file_type=str(file_type),
+        priority_sheet=priority_sheet,
+    )
+    return request, []
 
 
 def _error(kind: str, loc: list[Any], msg: str, value: Any, **ctx: str) -> dict[str, Any]:
