@@ -13,7 +13,8 @@ DEV_ENV := DAGSTER_HOME=$(CURDIR)/.dagster_home \
 	DOWNLOADS_DIR=$(CURDIR)/.data/downloads \
 	INBOX_DIR=$(CURDIR)/.data/inbox \
 	SSRF_ALLOWED_HOSTS=127.0.0.1,localhost \
-	ML_ANALYZE_URL=http://127.0.0.1:$(ML_PORT)
+	ML_ANALYZE_URL=http://127.0.0.1:$(ML_PORT) \
+	CATALOGUE_DATABASE_URL=sqlite:///$(CURDIR)/.data/catalogue.sqlite3
 
 .PHONY: dev test lint lock clean status bench
 
@@ -24,7 +25,8 @@ $(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pypro
 	touch $(STAMP)
 
 ## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start,
-## beside the reference ml-analyze (:8001) and a static server for the demo's URL source (:8010).
+## beside the reference ml-analyze (:8001) and a static server for the demo's URL source (:8010),
+## both writing into an embedded SQLite catalogue (.data/catalogue.sqlite3).
 dev: $(STAMP)
 	mkdir -p .dagster_home .data/inbox && cp deployment/dev/dagster.yaml .dagster_home/dagster.yaml
 	$(DEV_ENV) $(BIN)/dagster instance migrate >/dev/null  # create the SQLite storage before the daemons race for it
@@ -32,7 +34,8 @@ dev: $(STAMP)
 	@trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/python -m http.server $(DEMO_HTTP_PORT) --bind 127.0.0.1 --directory .data/demo/web >/dev/null 2>&1 & \
 	$(BIN)/python -m ml_analyze_reference --host 127.0.0.1 --port $(ML_PORT) \
-		--db .data/ml-analyze-reference.sqlite3 --row-delay-ms 200 >.data/ml-analyze-reference.log 2>&1 & \
+		--db .data/ml-analyze-reference.sqlite3 --row-delay-ms 200 \
+		--catalogue-db sqlite:///$(CURDIR)/.data/catalogue.sqlite3 >.data/ml-analyze-reference.log 2>&1 & \
 	$(DEV_ENV) $(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
 
 ## make test: the whole test suite, against real servers on loopback.

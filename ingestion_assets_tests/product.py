@@ -139,7 +139,12 @@ class Product:
             "ml-analyze",
             [BIN / "python", "-m", "ml_analyze_reference", "--host", "127.0.0.1"]
             + ["--port", self.ml_port, "--db", self.data / "ml-analyze-reference.sqlite3"]
-            + ["--row-delay-ms", self.row_delay_ms],
+            + ["--row-delay-ms", self.row_delay_ms]
+            + (
+                ["--catalogue-db", self.env["CATALOGUE_DATABASE_URL"]]
+                if self.env.get("CATALOGUE_DATABASE_URL")
+                else []
+            ),
         )
         self._spawn(
             "dagster",

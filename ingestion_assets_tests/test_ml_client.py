@@ -559,20 +559,25 @@ def test_submit_sends_exactly_the_contracts_fields(server: LoopbackServer) -> No
         SUPPLIER_ID,
         "csv",
         metadata={"partition": "acme", "attempt": 2},
+        priority_sheet="Прайс",
     )
 
     plain, with_metadata = requests
     assert plain["method"] == "POST" and plain["path"] == SUBMIT
     assert plain["content_type"] == "application/json"
+    # Both generations: `file_url` (the contract) and `file_path` (a later branch prefers it).
     assert plain["body"] == {
         "file_url": "/shared/uploads/acme.xlsx",
+        "file_path": "/shared/uploads/acme.xlsx",
         "supplier_id": SUPPLIER_ID,
         "file_type": "excel",
     }
     assert with_metadata["body"] == {
         "file_url": "/shared/uploads/acme.csv",
+        "file_path": "/shared/uploads/acme.csv",
         "supplier_id": SUPPLIER_ID,
         "file_type": "csv",
+        "priority_sheet": "Прайс",
         "metadata": {"partition": "acme", "attempt": 2},
     }
     assert not plain["body"]["file_url"].startswith("file://")
