@@ -23,7 +23,7 @@ SUPPLIER_IDS = "supplier_ids"  # metadata: partition key → the catalogue row's
 @asset(group_name="master_sheet", kinds={"postgres"})
 def catalogue_suppliers(
     context: AssetExecutionContext, supplier_registry: Registry, catalogue: CatalogueResource
-) -> MaterializeResult:
+) -> MaterializeResult[None]:
     """The catalogue's suppliers, one row per master-sheet supplier. Created when missing (with
     the supplier's id), updated when the sheet changed, deactivated when it left the sheet;
     rows created by others keep their id, which becomes the supplier's id."""
@@ -67,5 +67,7 @@ def synced_supplier_ids(instance: DagsterInstance) -> dict[str, str]:
     records = instance.fetch_materializations(CATALOGUE_SUPPLIERS, limit=1).records
     if not records:
         return {}
-    entry = records[0].asset_materialization.metadata.get(SUPPLIER_IDS)
-    return dict(entry.value) if entry is not None else {}  # type: ignore[union-attr,call-overload]
+    materialization = records[0].asset_materialization
+    entry = materialization.metadata.get(SUPPLIER_IDS) if materialization else None
+    value = entry.value if entry is not None else None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}

@@ -9,7 +9,7 @@ Rows the courier never managed are never touched; no row is ever deleted.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -98,13 +98,14 @@ def find_row(
 ) -> CatalogueRow | None:
     """The row that is this supplier: same id, else keyed to it, else same name (unclaimed)."""
     candidates = [r for r in rows if r.id not in claimed]
-    for matches in (
+    tests: tuple[Callable[[CatalogueRow], bool], ...] = (
         lambda r: r.id == supplier.supplier_id,
         lambda r: r.courier_key == supplier.key,
         lambda r: (
             r.name.casefold() == supplier.name.casefold() and r.courier_key in (None, supplier.key)
         ),
-    ):
+    )
+    for matches in tests:
         found = [r for r in candidates if matches(r)]
         if found:
             epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
@@ -120,7 +121,7 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 def plan_sync(sheet: Iterable[Supplier], rows: Iterable[CatalogueRow]) -> SyncPlan:
     rows = list(rows)
-    plan, claimed = SyncPlan(), set()
+    plan, claimed = SyncPlan(), set[str]()
     for supplier in sheet:
         row = find_row(supplier, rows, claimed)
         wanted = courier_metadata(supplier)
