@@ -87,7 +87,9 @@ def test_the_same_file_again_fails_on_unique_supplier_sku(
     start_server: Any, catalogue: Any, supplier_id: str, tmp_path: Path
 ) -> None:
     catalogue.add_supplier()
-    api = start_server(tmp_path / "jobs.sqlite3", catalogue_db_url=catalogue.url).api
+    api = start_server(
+        tmp_path / "jobs.sqlite3", catalogue_db_url=catalogue.url, upsert_items=False
+    ).api
     path = price_list(tmp_path / "p.csv", WITH_SKUS)
     assert api.wait(api.submit(path, "csv"))["status"] == "completed"
 
@@ -114,14 +116,14 @@ def test_after_a_restart_a_file_without_skus_is_stored_twice(
     catalogue.add_supplier()
     db = tmp_path / "jobs.sqlite3"
     path = price_list(tmp_path / "screws.csv", WITHOUT_SKUS)
-    before = start_server(db, catalogue_db_url=catalogue.url)
+    before = start_server(db, catalogue_db_url=catalogue.url, upsert_items=False)
     assert before.api.wait(before.api.submit(path, "csv"))["status"] == "completed"
     # While the service lives its fallback SKUs are stable: the same file is refused.
     again = before.api.wait(before.api.submit(path, "csv"))
     assert "unique_supplier_sku" in again["errors"][0]
     before.stop()
 
-    after = start_server(db, catalogue_db_url=catalogue.url).api
+    after = start_server(db, catalogue_db_url=catalogue.url, upsert_items=False).api
     assert after.wait(after.submit(path, "csv"))["status"] == "completed"
 
     stored = items(catalogue)
@@ -150,7 +152,9 @@ def test_a_failed_parse_is_logged_with_its_real_cause(
 def test_a_sqlite_catalogue_gets_its_tables_and_enforces_its_keys(
     start_server: Any, sqlite_catalogue: Any, tmp_path: Path
 ) -> None:
-    api = start_server(tmp_path / "jobs.sqlite3", catalogue_db_url=sqlite_catalogue.url).api
+    api = start_server(
+        tmp_path / "jobs.sqlite3", catalogue_db_url=sqlite_catalogue.url, upsert_items=False
+    ).api
     tables = sqlite_catalogue.rows("SELECT name FROM sqlite_master WHERE type = 'table'")
     assert {"suppliers", "supplier_items", "parsing_logs"} <= {row["name"] for row in tables}
     assert api.http.get("/health").json()["checks"]["catalogue_db"] == {"status": "ok"}
@@ -189,3 +193,19 @@ def test_a_sqlite_catalogue_refuses_a_match_status_outside_the_enum(
             " match_status) VALUES ('i1', :supplier, 'S', 'N', 1, 'matched')",
             supplier=supplier_id,
         )
+
+
+def test_by_default_the_same_file_again_updates_its_items_in_place(
+    start_server: Any, catalogue: Any, tmp_path: Path
+) -> None:
+    """The reference's newer behaviour (not production's): a file can be analysed again."""
+    catalogue.add_supplier()
+    api = start_server(tmp_path / "jobs.sqlite3", catalogue_db_url=catalogue.url).api
+    path = price_list(tmp_path / "p.csv", WITH_SKUS)
+    assert api.wait(api.submit(path, "csv"))["status"] == "completed"
+    ids = "SELECT supplier_sku, id FROM supplier_items"
+    before = {row["supplier_sku"]: row["id"] for row in catalogue.rows(ids)}
+    assert len(before) == 3
+    assert api.wait(api.submit(path, "csv"))["status"] == "completed"
+    after = {row["supplier_sku"]: row["id"] for row in catalogue.rows(ids)}
+    assert after == before  # the same rows, updated, none added

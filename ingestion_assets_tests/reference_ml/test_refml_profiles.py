@@ -134,7 +134,11 @@ def test_options_resolve_over_their_profile() -> None:
     production = resolve_behaviour("production")
     assert production.file_types == {"excel", "pdf"} and production.active_sheet_only
     assert resolve_behaviour("production", file_types=["csv"], legacy_status=False) == Behaviour(
-        frozenset({"csv"}), active_sheet_only=True, terse_errors=True, legacy_status=False
+        frozenset({"csv"}),
+        active_sheet_only=True,
+        terse_errors=True,
+        legacy_status=False,
+        upsert_items=False,
     )
     for bad in (["docx"], []):
         with pytest.raises(ValueError, match="file_types"):
@@ -158,6 +162,7 @@ def test_command_line_flags_reach_create_app(monkeypatch: pytest.MonkeyPatch) ->
         "active_sheet_only": True,
         "terse_errors": False,
         "legacy_status": None,  # the profile's
+        "upsert_items": None,
     }
     with pytest.raises(SystemExit):
         cli.main(["--file-types", "excel,docx"])

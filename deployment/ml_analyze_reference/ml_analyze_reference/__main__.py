@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         "--active-sheet-only": "read only a workbook's active sheet, ignore priority_sheet",
         "--terse-errors": "a failed job's errors say only 'File parsing failed'",
         "--legacy-status": "status without phase, extraction and match counts",
+        "--upsert-items": "a SKU the supplier already has is updated, not a failed job",
     }
     for flag, text in flags.items():
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         active_sheet_only=args.active_sheet_only,
         terse_errors=args.terse_errors,
         legacy_status=args.legacy_status,
+        upsert_items=args.upsert_items,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

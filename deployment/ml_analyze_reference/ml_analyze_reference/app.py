@@ -73,6 +73,7 @@ def create_app(
     active_sheet_only: bool | None = None,
     terse_errors: bool | None = None,
     legacy_status: bool | None = None,
+    upsert_items: bool | None = None,
 ) -> Starlette:
     """The app; the databases are opened, and stale jobs failed, when it starts serving.
 
@@ -84,7 +85,7 @@ def create_app(
     # A bad catalogue, URL or option fails at once, not at start-up.
     catalogue = Catalogue.from_csv(catalogue_path)
     behaviour = resolve_behaviour(
-        profile, file_types, active_sheet_only, terse_errors, legacy_status
+        profile, file_types, active_sheet_only, terse_errors, legacy_status, upsert_items
     )
     status_fields = LEGACY_STATUS_FIELDS if behaviour.legacy_status else STATUS_FIELDS
     catalogue_db = CatalogueDb(catalogue_db_url) if catalogue_db_url else None

@@ -42,7 +42,7 @@ from sqlalchemy import (
     insert,
     text,
 )
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -166,15 +166,29 @@ class CatalogueDb:
         digest = hashlib.sha256(f"{raw.row_number}\x1f{raw.name}".encode()).hexdigest()[:12]
         return f"AUTO-{self._salt}-{digest}"
 
-    def insert_items(self, supplier_id: str, items: Sequence[MatchedItem]) -> None:
-        """All the items in one INSERT transaction; CatalogueWriteError if the database refuses."""
+    def insert_items(
+        self, supplier_id: str, items: Sequence[MatchedItem], *, upsert: bool = False
+    ) -> None:
+        """All the items in one INSERT transaction; CatalogueWriteError if the database refuses.
+        `upsert` (the reference's newer behaviour): a SKU the supplier already has is updated in
+        place instead of failing the job, so a file can be analysed again."""
         if not items:
             return
         now = datetime.now(timezone.utc)
         rows = [self._row(supplier_id, item, now) for item in items]
+        statement: Any = insert(supplier_items)
+        if upsert:
+            rows = list({row["supplier_sku"]: row for row in rows}.values())  # last one wins
+            dialect = postgresql if not self.is_sqlite else sqlite
+            statement = dialect.insert(supplier_items)
+            kept = ("id", "supplier_id", "supplier_sku", "created_at")
+            statement = statement.on_conflict_do_update(
+                index_elements=["supplier_id", "supplier_sku"],
+                set_={c: statement.excluded[c] for c in rows[0] if c not in kept},
+            )
         try:
             with self._engine.begin() as conn:
-                conn.execute(insert(supplier_items), rows)
+                conn.execute(statement, rows)
         except SQLAlchemyError as exc:
             message = describe(exc)
             if isinstance(exc, DBAPIError) and str(exc.orig) in _SQLITE_ITEMS_AS_POSTGRES:

@@ -22,6 +22,9 @@ class Behaviour:
     active_sheet_only: bool = False  # read the workbook's active sheet, ignore priority_sheet
     terse_errors: bool = False  # a failed job's status says only TERSE_ERROR
     legacy_status: bool = False  # no phase, no extraction or match counts
+    # A SKU the supplier already has is updated in place (production: the job fails on
+    # unique_supplier_sku, so the same file cannot be analysed twice).
+    upsert_items: bool = True
 
 
 PROFILES: dict[str, Behaviour] = {
@@ -31,6 +34,7 @@ PROFILES: dict[str, Behaviour] = {
         active_sheet_only=True,
         terse_errors=True,
         legacy_status=True,
+        upsert_items=False,
     ),
 }
 
@@ -41,6 +45,7 @@ def resolve_behaviour(
     active_sheet_only: bool | None = None,
     terse_errors: bool | None = None,
     legacy_status: bool | None = None,
+    upsert_items: bool | None = None,
 ) -> Behaviour:
     """The profile's behaviour with every option that is not None put over it."""
     if profile not in PROFILES:
@@ -54,6 +59,7 @@ def resolve_behaviour(
         active_sheet_only=_given(active_sheet_only, base.active_sheet_only),
         terse_errors=_given(terse_errors, base.terse_errors),
         legacy_status=_given(legacy_status, base.legacy_status),
+        upsert_items=_given(upsert_items, base.upsert_items),
     )
 
 

@@ -170,7 +170,9 @@ class JobRunner:
 
         if self._catalogue_db is not None:
             try:
-                self._catalogue_db.insert_items(job.supplier_id, items)
+                self._catalogue_db.insert_items(
+                    job.supplier_id, items, upsert=self._behaviour.upsert_items
+                )
             except CatalogueWriteError as exc:
                 self._save(job, tally.fields(), [], problems)
                 self._fail(job, str(exc), "database")
