@@ -116,12 +116,12 @@ def _events_for(
             f"Attempt {job.attempt} of {max_attempts} failed ({outcome.reason}); "
             f"resubmitting in {retry_in_s:.0f} s. ml-analyze said: {_said(outcome.errors, 3)}",
             reason=outcome.reason,
-            errors=_said(outcome.errors),
+            errors=_said(outcome.errors, 100),
             retry_at=time.time() + retry_in_s,
             **common,
         )
     elif outcome.kind == GIVE_UP:
-        errors = _said(outcome.errors)
+        errors = _said(outcome.errors, 100)
         yield phase_observation(
             job.partition,
             FAILED,
