@@ -144,3 +144,31 @@ def test_shell_and_windows_special_characters_are_replaced(raw):
     assert_safe(name, ".csv")
     for bad in '<>:"|?* \t;~$':
         assert bad not in name
+
+
+def test_sidecar_fields_are_safe_to_display():
+    """NUL, control and bidi characters from a hostile Content-Disposition or sheet cell never
+    reach the sidecar; letters of any script do."""
+    from ingestion_assets.handoff.sidecar import FileMetadata
+
+    hostile = "Прайс\u202egpj.exe\x00\x07\u200b\tлист\n.xlsx"
+    metadata = FileMetadata(
+        original_filename=hostile,
+        source_url="https://example.com/p?\x1b[31m",
+        source_type="url",
+        supplier_id="3f2b8c1e-7d4a-4e6b-9a51-0c2d7e8f9a10",
+        supplier_name="ООО «Ромашка»\u2066\u2069",
+        file_type="excel",
+        mime_type="application/vnd.ms-excel",
+        file_size_bytes=1,
+        checksum_md5="0" * 32,
+        downloaded_at="2026-12-03T00:00:00+00:00",
+        downloaded_by="supplier-courier",
+        job_id="run",
+    )
+    assert metadata.original_filename == "Прайсgpj.exe лист .xlsx"
+    assert metadata.source_url == "https://example.com/p?[31m"
+    assert metadata.supplier_name == "ООО «Ромашка»"
+    for value in metadata.model_dump().values():
+        if isinstance(value, str):
+            assert not any(unicodedata.category(ch)[0] == "C" for ch in value), value

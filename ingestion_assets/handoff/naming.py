@@ -11,6 +11,17 @@ MAX_NAME_BYTES = (
 _UNSAFE = re.compile(r"[^\w.()+-]+")
 
 
+def display_safe(text: str) -> str:
+    """Text that shows as what it is: no control, format (right-to-left override, zero-width)
+    or unassigned characters; line breaks and tabs become spaces."""
+    text = unicodedata.normalize("NFC", text)
+    return "".join(
+        " " if ch in "\t\n\r" else ch
+        for ch in text
+        if ch in "\t\n\r" or unicodedata.category(ch)[0] != "C"
+    )
+
+
 def sanitize_filename(raw: str, extension: str) -> str:
     """Keep letters of any script, digits and `._-()+`; no path, no control characters.
 

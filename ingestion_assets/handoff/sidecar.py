@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
+
+from .naming import display_safe
 
 SIDECAR_SUFFIX = ".meta.json"
 
@@ -25,6 +27,13 @@ class FileMetadata(BaseModel):
     derived_from_file: str | None = None
     derived_from_md5: str | None = None
     derivation: str | None = None
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _safe_to_display(cls, value: object) -> object:
+        """A hostile Content-Disposition or sheet cell must not reach a screen that reads the
+        sidecar with NUL, control or bidi characters in it."""
+        return display_safe(value) if isinstance(value, str) else value
 
     def to_json(self) -> bytes:
         return self.model_dump_json(indent=2, exclude_none=True).encode("utf-8")
