@@ -15,6 +15,7 @@ from .fetching.fetcher import SourceFetcher, is_local_path
 from .fetching.streaming import FetchLimits
 from .fetching.url_guard import UrlGuard
 from .handoff.shared_volume import SharedVolume
+from .inbox.scanner import in_inbox
 from .ml.client import MLAnalyzeClient
 
 DEV_DATA = Path(".data")
@@ -53,15 +54,18 @@ class FetchResource(ConfigurableResource):
             google_credentials_path=self.google_credentials_path or None,
         )
 
+    def is_inbox_file(self, source: str) -> bool:
+        return (
+            bool(self.inbox_dir)
+            and is_local_path(source)
+            and in_inbox(source, Path(self.inbox_dir))
+        )
+
     def fetcher_for(self, source: str) -> SourceFetcher:
-        """Files claimed from the inbox are read from the inbox; other local paths only
+        """Files handed in through the inbox are read from the inbox; other local paths only
         from LOCAL_SOURCES_ROOT."""
         fetcher = self.fetcher()
-        if (
-            self.inbox_dir
-            and is_local_path(source)
-            and Path(source).resolve().is_relative_to(Path(self.inbox_dir).resolve())
-        ):
+        if self.is_inbox_file(source):
             return dataclasses.replace(fetcher, local_sources_root=self.inbox_dir)
         return fetcher
 

@@ -66,7 +66,9 @@ def test_a_file_still_being_written_is_not_picked_up(tmp_path):
     assert [f.path for f in ready(third, {str(f.path): f.signature for f in second})] == [path]
 
 
-def test_a_dropped_file_runs_its_supplier_once_and_is_moved_aside(instance, server, tmp_path):
+def test_a_dropped_file_runs_its_supplier_once_and_the_run_moves_it_aside(
+    instance, server, tmp_path
+):
     master = server.route("/master.csv", loopback.file_body(master_sheet_csv([])))
     resources = courier_resources(tmp_path, master, inbox_dir=str(tmp_path / "inbox"))
     fetch = resources["fetch"]
@@ -81,10 +83,12 @@ def test_a_dropped_file_runs_its_supplier_once_and_is_moved_aside(instance, serv
     [request] = second.run_requests
     assert request.partition_key == "new-supplier"
     assert second.dynamic_partitions_requests[0].partition_keys == ["new-supplier"]
-    assert not dropped.exists()
-    [claimed] = (tmp_path / "inbox" / PROCESSED / "new-supplier").iterdir()
-    assert claimed.read_bytes() == CSV
-    assert tick(instance, fetch, second.cursor).run_requests == []  # not processed twice
+    assert dropped.exists()  # it stays until a run has taken it
+    assert tick(instance, fetch, second.cursor).run_requests == []  # requested once
+    # A tick that failed after asking (its cursor never stored) loses nothing: the next one
+    # asks for the very same run, which Dagster's run_key de-duplicates.
+    [again] = tick(instance, fetch, first.cursor).run_requests
+    assert again.run_key == request.run_key
 
     sync_registry(instance, resources)
     instance.add_dynamic_partitions("suppliers", ["new-supplier"])
@@ -101,6 +105,34 @@ def test_a_dropped_file_runs_its_supplier_once_and_is_moved_aside(instance, serv
     with open(path, "rb") as handle:
         assert handle.read() == CSV
     assert path.endswith(".csv") and "Прайс_октябрь" in path
+    # The run took the file: moved aside, not requested again.
+    assert not dropped.exists()
+    [claimed] = (tmp_path / "inbox" / PROCESSED / "new-supplier").iterdir()
+    assert claimed.read_bytes() == CSV
+    assert tick(instance, fetch, second.cursor).run_requests == []
+
+
+def test_a_run_that_fails_before_taking_the_file_leaves_it_in_the_inbox(
+    instance, server, tmp_path
+):
+    master = server.route("/master.csv", loopback.file_body(master_sheet_csv([])))
+    resources = courier_resources(tmp_path, master, inbox_dir=str(tmp_path / "inbox"))
+    dropped = tmp_path / "inbox" / "empty-one" / "prices.csv"
+    dropped.parent.mkdir(parents=True)
+    dropped.write_bytes(b"")  # an empty file fails the fetch
+    sync_registry(instance, resources)
+    instance.add_dynamic_partitions("suppliers", ["empty-one"])
+    result = materialize(
+        [supplier_registry, raw_download, shared_file, ml_analysis_result],
+        selection=[raw_download],
+        partition_key="empty-one",
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"raw_download": {"config": {"source_url": str(dropped)}}}},
+        raise_on_error=False,
+    )
+    assert not result.success and "empty" in failure_message(result)
+    assert dropped.exists()
 
 
 def test_a_one_off_source_from_run_config_overrides_the_master_sheet(instance, server, tmp_path):

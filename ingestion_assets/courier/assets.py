@@ -33,6 +33,7 @@ from ..handoff.atomic import file_md5
 from ..handoff.derive import DerivationError, count_data_rows
 from ..handoff.shared_volume import HandedOffFile, HandOffError, SharedVolume
 from ..handoff.sidecar import FileMetadata
+from ..inbox.scanner import claim
 from ..partitions import suppliers
 from ..registry.models import Registry, Supplier
 from ..resources import (
@@ -205,6 +206,10 @@ def raw_download(
             allow_retries=exc.retryable,
             metadata={"supplier": supplier.name, "source_url": source, "retryable": exc.retryable},
         ) from exc
+    if fetch.is_inbox_file(supplier.source_url):
+        # Staged: the handed-in file has been taken, it may leave the inbox now.
+        moved = claim(Path(supplier.source_url), Path(fetch.inbox_dir))
+        context.log.info(f"{supplier.key}: inbox file taken, moved to {moved}")
     downloaded = RawDownload(
         supplier, fetched, source, dt.datetime.now(dt.timezone.utc).isoformat()
     )

@@ -1,4 +1,4 @@
-"""Finding handed-in files that are complete, and moving them aside so each runs once.
+"""Finding handed-in files that are complete; the run that has fetched one moves it aside.
 
 A file counts as complete when its size and modification time were the same one scan
 earlier and it is at least MIN_AGE_S old: a copy still being written keeps changing.
@@ -65,12 +65,25 @@ def ready(
     ]
 
 
-def claim(file: InboxFile, inbox: Path) -> Path:
-    """Move the file to <inbox>/.processed/<key>/<epoch_ms>_<name> (atomic, same filesystem)."""
-    target_dir = inbox / PROCESSED / file.key
+def run_key(file: InboxFile) -> str:
+    """One run per version of a handed-in file: the same file asked for again (a tick that was
+    not committed) is the same run; the file dropped again (new size or time) is a new one."""
+    return f"inbox-{file.key}-{file.path.name}-{file.size}-{int(file.mtime * 1000)}"
+
+
+def in_inbox(source: str, inbox: Path) -> bool:
+    path = Path(source)
+    return path.is_absolute() and path.resolve().is_relative_to(inbox.resolve())
+
+
+def claim(path: Path, inbox: Path) -> Path:
+    """Move a fetched file to <inbox>/.processed/<key>/<epoch_ms>_<name> (atomic, same
+    filesystem). Done by the run once the file is staged: until then it stays where a later
+    tick or a retry finds it."""
+    target_dir = inbox / PROCESSED / path.parent.name
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{time.time_ns() // 1_000_000}_{file.path.name}"
-    os.replace(file.path, target)
+    target = target_dir / f"{time.time_ns() // 1_000_000}_{path.name}"
+    os.replace(path, target)
     return target
 
 
