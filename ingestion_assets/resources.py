@@ -100,6 +100,7 @@ class MLAnalyzeResource(ConfigurableResource):
     job_timeout_minutes: int = 30
     max_retries: int = 3  # attempts per file, the first one included
     retry_delay_seconds: int = 60  # before a new attempt of a failed job; doubles each attempt
+    wait_limit_minutes: int = 24 * 60  # how long a submission waits for ml-analyze to be ready
     submit_when_degraded: bool = False  # "degraded" counts as not ready unless this is set
     # What the deployed service parses; others are converted (CSV → XLSX) or refused up front.
     # The production service: excel,pdf. The reference server: all three.
@@ -182,6 +183,7 @@ def resources_from_env() -> dict:
             job_timeout_minutes=_env("ML_JOB_TIMEOUT_MINUTES", as_int=True),
             max_retries=_env("ML_MAX_RETRIES", as_int=True),
             retry_delay_seconds=_env("ML_RETRY_DELAY_SECONDS", as_int=True),
+            wait_limit_minutes=_env("ML_WAIT_LIMIT_MINUTES", as_int=True),
             submit_when_degraded=_env_bool("ML_SUBMIT_WHEN_DEGRADED"),
             file_types=_env("ML_FILE_TYPES"),
             reads_active_sheet_only=_env_bool("ML_READS_ACTIVE_SHEET_ONLY"),

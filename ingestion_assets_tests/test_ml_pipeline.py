@@ -398,15 +398,19 @@ def supplier_sync_from_env():
     return defs.resolve_job_def("supplier_sync")
 
 
-def test_ml_down_at_submit_fails_the_run_and_the_retry_reuses_the_download(
+def test_a_failed_hand_off_re_executed_from_failure_reuses_the_download(
     instance, server, tmp_path, free_port, monkeypatch
 ):
+    """The manual retry ("Re-execute from failure"): the shared folder was unusable; once it is
+    mended, the re-execution hands off and submits the file downloaded the first time."""
     resources = setup_supplier(server, tmp_path, f"http://127.0.0.1:{free_port}")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the shared folder should be")
     for name, value in {
         "MASTER_SHEET_URL": server.url("/master.csv"),
         "SSRF_ALLOWED_HOSTS": "127.0.0.1",
         "DOWNLOADS_DIR": str(tmp_path / "downloads"),
-        "SHARED_UPLOADS_DIR": str(tmp_path / "shared"),
+        "SHARED_UPLOADS_DIR": str(blocked / "uploads"),
         "ML_ANALYZE_URL": f"http://127.0.0.1:{free_port}",
     }.items():
         monkeypatch.setenv(name, value)
@@ -417,9 +421,10 @@ def test_ml_down_at_submit_fails_the_run_and_the_retry_reuses_the_download(
     partition = {"dagster/partition": "alfa"}
     with execute_job(job, instance=instance, run_config=in_process, tags=partition) as failed:
         assert not failed.success
-        assert "unreachable" in failure_message(failed)
+        assert "cannot write to the shared folder" in failure_message(failed)
         assert "Alfa" in failure_message(failed)
 
+    monkeypatch.setenv("SHARED_UPLOADS_DIR", str(tmp_path / "shared"))
     service = RunningServer(tmp_path / "ml.sqlite3", port=free_port)
     try:
         options = ReexecutionOptions.from_failure(failed.run_id, instance)
@@ -477,3 +482,83 @@ def test_the_sensor_follows_hundreds_of_jobs_to_the_end_once_each(instance, tmp_
     assert isinstance(
         tick(instance, ml, cursor).skip_reason.skip_message, str
     )  # nothing left to follow
+
+
+def test_a_submission_waits_for_ml_analyze_and_goes_once_it_is_back(instance, server, tmp_path):
+    """ml-analyze down at submission: the run ends (no run held, no run retry spent), the
+    partition says it is waiting; when the service is back the sensor asks for one run, which
+    submits the file already on the shared volume (nothing downloaded again)."""
+    service = RunningServer(tmp_path / "ml.sqlite3")
+    port = service.port
+    service.stop()
+    resources = setup_supplier(server, tmp_path, f"http://127.0.0.1:{port}")
+    ml = resources["ml_analyze"]
+    sync_registry(instance, resources)
+    run = sync_supplier(instance, resources, "alfa", selection=FULL)
+    assert run.success
+    assert (
+        instance.get_run_by_id(run.run_id).tags.get("dagster/retry_on_asset_or_op_failure") is None
+    )
+    phase, record = latest_ml_state(instance, "alfa")
+    assert phase == "waiting"
+    assert record.asset_observation.description.startswith("Waiting for ml-analyze: ")
+    down = tick(instance, ml, None)
+    assert down.run_requests == [] and "alfa" in TrackerState.from_json(down.cursor).waiting
+
+    service = RunningServer(tmp_path / "ml.sqlite3", port=port)
+    try:
+        [request] = tick(instance, ml, down.cursor).run_requests
+        assert request.tags["courier/trigger"] == "ml_ready"
+        assert request.asset_selection == [AssetKey("shared_file"), AssetKey("ml_analysis_result")]
+        assert sync_supplier(
+            instance, resources, "alfa", selection=ML_ONLY, tags=request.tags
+        ).success
+        assert latest_ml_state(instance, "alfa")[0] == "submitted"
+        result, cursor = until(
+            instance, ml, down.cursor, lambda r: "AssetMaterialization" in kinds(r)
+        )
+        assert TrackerState.from_json(cursor).waiting == {}
+        assert server.hits["/alfa.xlsx"] == 1  # never downloaded again
+        submissions = [
+            r
+            for r in instance.fetch_observations(
+                AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=["alfa"]), limit=100
+            ).records
+            if r.asset_observation.metadata["phase"].value == "submitted"
+        ]
+        assert len(submissions) == 1
+    finally:
+        service.stop()
+
+
+def test_a_degraded_service_is_waited_for_and_the_wait_has_a_limit(
+    instance, server, tmp_path, free_port
+):
+    degraded = server.route(
+        "/health", loopback.file_body(b'{"status": "degraded"}', "application/json")
+    )
+    ml_url = degraded.rsplit("/health", 1)[0]
+    resources = setup_supplier(server, tmp_path, ml_url)
+    sync_registry(instance, resources)
+    assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    phase, record = latest_ml_state(instance, "alfa")
+    assert phase == "waiting" and "health: degraded" in record.asset_observation.description
+
+    # The next attempt for the same file goes on with the same wait: past the limit it fails
+    # clearly, with run retries off.
+    ml = MLAnalyzeResource(url=ml_url, wait_limit_minutes=0)
+    run = sync_supplier(
+        instance, {**resources, "ml_analyze": ml}, "alfa", selection=ML_ONLY, raise_on_error=False
+    )
+    assert not run.success
+    assert "has not been ready for" in failure_message(run)
+    assert (
+        instance.get_run_by_id(run.run_id).tags["dagster/retry_on_asset_or_op_failure"] == "false"
+    )
+
+    # The sensor, too, gives up a wait past the limit, with words and a failed check.
+    result = tick(instance, ml, None)
+    assert result.run_requests == []
+    [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
+    assert not check.passed and "was not ready" in check.description
+    assert latest_ml_state(instance, "alfa")[0] == "failed"

@@ -2,11 +2,13 @@
 the status sensor reports the outcome as this asset's materialization."""
 
 import time
+from datetime import datetime, timezone
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
+    AssetObservation,
     Config,
     Failure,
     asset,
@@ -19,12 +21,13 @@ from ..courier.assets import SharedFile, describe, no_run_retry
 from ..handoff.atomic import file_md5
 from ..partitions import suppliers
 from ..resources import CatalogueResource, MLAnalyzeResource
-from .client import JobNotFound, MLAnalyzeError
+from .client import JobNotFound, MLAnalyzeError, MLAnalyzeUnavailable
 from .events import (
     ATTEMPT_TAG,
     FAILED,
     ML_OFF,
     REPLACES_TAG,
+    WAITING,
     latest_ml_state,
     latest_submission,
     phase_observation,
@@ -88,35 +91,33 @@ def ml_analysis_result(
         )
     supplier_id = _catalogue_row(context, catalogue, supplier, who)
 
-    with ml_analyze.client() as client:
-        previous = latest_submission(context.instance, key)
-        replaced = context.run.tags.get(REPLACES_TAG)
-        if previous and previous.job_id != replaced and not config.force:
-            state = _job_state(client, previous.job_id)
-            if state in ("pending", "processing"):
-                # Never two live jobs for one supplier: a second one stores rows twice.
-                same = previous.checksum_md5 == md5
-                message = (
-                    f"{who}: job {previous.job_id} for "
-                    f"{'this file' if same else 'its previous file'} is still {state}; "
-                    "not submitting a second one"
-                )
-                if same:
-                    context.log.info(message)
+    try:
+        with ml_analyze.client() as client:
+            previous = latest_submission(context.instance, key)
+            replaced = context.run.tags.get(REPLACES_TAG)
+            if previous and previous.job_id != replaced and not config.force:
+                state = _job_state(client, previous.job_id)
+                if state in ("pending", "processing"):
+                    # Never two live jobs for one supplier: a second one stores rows twice.
+                    same = previous.checksum_md5 == md5
+                    message = (
+                        f"{who}: job {previous.job_id} for "
+                        f"{'this file' if same else 'its previous file'} is still {state}; "
+                        "not submitting a second one"
+                    )
+                    if same:
+                        context.log.info(message)
+                        return
+                    raise Failure(message + " (the next sync or run retry submits this file)")
+                if state in ("completed", "completed_with_errors") and previous.checksum_md5 == md5:
+                    context.log.info(
+                        f"{who}: this file was analysed by job {previous.job_id}; "
+                        "run with force=true to redo"
+                    )
                     return
-                raise Failure(message + " (the next sync or run retry submits this file)")
-            if state in ("completed", "completed_with_errors") and previous.checksum_md5 == md5:
-                context.log.info(
-                    f"{who}: this file was analysed by job {previous.job_id}; run with force=true to redo"
-                )
-                return
-        try:
             health = client.health()
             if not health.accepts_work(ml_analyze.submit_when_degraded):
-                raise Failure(
-                    f"{who}: ml-analyze is not ready (health: {health.status}); nothing submitted",
-                    allow_retries=True,
-                )
+                raise MLAnalyzeUnavailable(f"ml-analyze is not ready (health: {health.status})")
             submission = client.submit(
                 shared_file.ml_path,
                 supplier_id,
@@ -129,12 +130,15 @@ def ml_analysis_result(
                 },
                 priority_sheet=shared_file.priority_sheet,
             )
-        except MLAnalyzeError as exc:
-            if not exc.retryable:
-                no_run_retry(context)
-            raise Failure(
-                f"{who}: cannot submit to ml-analyze: {exc}", allow_retries=exc.retryable
-            ) from exc
+    except MLAnalyzeUnavailable as exc:
+        # An outage heals: wait for it, holding no run and spending no run retry.
+        yield _waiting(context, ml_analyze, shared_file, who, str(exc))
+        return
+    except MLAnalyzeError as exc:
+        no_run_retry(context)
+        raise Failure(
+            f"{who}: ml-analyze refused the submission: {exc}", allow_retries=False
+        ) from exc
 
     job = TrackedJob(
         job_id=submission.job_id,
@@ -154,6 +158,52 @@ def ml_analysis_result(
         analysed_file=target.path.name,
         **({"derived_by": shared_file.derivation} if shared_file.derivation else {}),
         **({"priority_sheet": shared_file.priority_sheet} if shared_file.priority_sheet else {}),
+    )
+
+
+def _waiting(
+    context: AssetExecutionContext,
+    ml_analyze: MLAnalyzeResource,
+    shared_file: SharedFile,
+    who: str,
+    reason: str,
+) -> AssetObservation:
+    """The submission waits for ml-analyze: the status sensor asks for it again when the
+    service is ready. The wait began with the first attempt for this file; past the limit it
+    fails, clearly."""
+    key, target = context.partition_key, shared_file.to_analyse
+    md5 = target.metadata.checksum_md5
+    now = time.time()
+    phase, record = latest_ml_state(context.instance, key)
+    since = now
+    if phase == WAITING and record.asset_observation.metadata["checksum_md5"].value == md5:
+        since = record.asset_observation.metadata["waiting_since"].value
+    limit_s = ml_analyze.wait_limit_minutes * 60
+    if now - since > limit_s:
+        no_run_retry(context)
+        hours = (now - since) / 3600
+        raise Failure(
+            f"{who}: not submitted: ml-analyze has not been ready for {hours:.1f} h "
+            f"(ML_WAIT_LIMIT_MINUTES={ml_analyze.wait_limit_minutes}); last: {reason}. "
+            "Materialize the partition again once it is back.",
+            allow_retries=False,
+        )
+    until = datetime.fromtimestamp(since + limit_s, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    context.log.warning(
+        f"{who}: waiting for ml-analyze ({reason}); submitted as soon as it is ready, "
+        f"until {until}. No run is held meanwhile."
+    )
+    return phase_observation(
+        key,
+        WAITING,
+        f"Waiting for ml-analyze: {reason}. Submitted as soon as it is ready (until {until}).",
+        reason=reason,
+        waiting_since=since,
+        wait_until=since + limit_s,
+        checksum_md5=md5,
+        shared_path=str(target.path),
+        staged_path=str(shared_file.staged_path),
+        attempt=int(context.run.tags.get(ATTEMPT_TAG, "1")),
     )
 
 

@@ -7,12 +7,13 @@ from .tracking import TrackedJob
 
 ML_RESULT = AssetKey("ml_analysis_result")
 PHASE = "phase"
-SUBMITTED, ANALYZING, RETRYING, FAILED, ML_OFF = (
+SUBMITTED, ANALYZING, RETRYING, FAILED, ML_OFF, WAITING = (
     "submitted",
     "analyzing",
     "retrying",
     "failed",
     "ml_off",
+    "waiting",  # for ml-analyze to be reachable and ready; the status sensor submits then
 )
 COMPLETED = "completed"  # the materialization itself, not an observation
 ATTEMPT_TAG = "courier/ml_attempt"
@@ -103,14 +104,18 @@ def latest_ml_state(instance: DagsterInstance, partition: str) -> tuple[str | No
 
 
 def analysis_in_flight(instance: DagsterInstance, partition: str) -> bool:
-    return latest_ml_state(instance, partition)[0] in (SUBMITTED, ANALYZING, RETRYING)
+    return latest_ml_state(instance, partition)[0] in (SUBMITTED, ANALYZING, RETRYING, WAITING)
 
 
 def in_flight_paths(instance: DagsterInstance, partitions: list[str]) -> set[str]:
-    """Shared files whose analysis is still outstanding: the clean-up must not touch them."""
+    """Shared files whose analysis is still outstanding (or waiting to be submitted): the
+    clean-up must not touch them."""
     paths = set()
     for partition in partitions:
-        if analysis_in_flight(instance, partition):
+        phase, record = latest_ml_state(instance, partition)
+        if phase == WAITING:
+            paths.add(record.asset_observation.metadata["shared_path"].value)
+        elif phase in (SUBMITTED, ANALYZING, RETRYING):
             job = latest_submission(instance, partition)
             if job is not None:
                 paths.add(job.shared_path)

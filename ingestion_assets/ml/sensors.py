@@ -27,8 +27,10 @@ from .events import (
     ATTEMPT_TAG,
     FAILED,
     ML_RESULT,
+    PHASE,
     REPLACES_TAG,
     RETRYING,
+    WAITING,
     job_from_observation,
     phase_observation,
 )
@@ -51,6 +53,7 @@ TICK_BUDGET_S = 20.0  # far inside Dagster's 60 s limit; what is not polled wait
 MAX_NEW_EVENTS_PER_TICK = 2000
 POLL_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 300.0
+MAX_WAKE_PER_TICK = 50  # waiting submissions released at once when ml-analyze is back
 
 
 def ingest_submissions(instance: DagsterInstance, state: TrackerState) -> None:
@@ -63,12 +66,70 @@ def ingest_submissions(instance: DagsterInstance, state: TrackerState) -> None:
     ).records
     for record in records:
         state.after_storage_id = record.storage_id
-        job = job_from_observation(record.asset_observation)
+        observation = record.asset_observation
+        phase = observation.metadata.get(PHASE)
+        if phase is not None and phase.value == WAITING:
+            state.waiting[observation.partition] = _waiting_entry(record)
+            continue
+        job = job_from_observation(observation)
+        if job is not None:
+            state.waiting.pop(job.partition, None)  # submitted after all
         if job is None or (
             fresh_cursor and _resolved_later(instance, job.partition, record.storage_id)
         ):
             continue
         state.jobs[job.job_id] = job
+
+
+def _waiting_entry(record) -> TrackedJob:
+    metadata = {k: v.value for k, v in record.asset_observation.metadata.items()}
+    return TrackedJob(
+        job_id=f"wait-{record.storage_id}",
+        partition=record.asset_observation.partition,
+        attempt=metadata.get("attempt", 1),
+        checksum_md5=metadata["checksum_md5"],
+        shared_path=metadata["shared_path"],
+        staged_path=metadata["staged_path"],
+        submitted_at=metadata["waiting_since"],
+    )
+
+
+def wake_waiting(
+    state: TrackerState, ml_analyze: MLAnalyzeResource, now: float
+) -> tuple[list[RunRequest], list]:
+    """Submissions waiting for ml-analyze: past their limit they fail; when the service is
+    ready, a run submits each (at most MAX_WAKE_PER_TICK a tick). One health check a tick."""
+    runs, events = [], []
+    limit_s = ml_analyze.wait_limit_minutes * 60
+    for partition, entry in list(state.waiting.items()):
+        if now - entry.submitted_at > limit_s:
+            del state.waiting[partition]
+            hours = (now - entry.submitted_at) / 3600
+            outcome = Outcome(
+                GIVE_UP,
+                entry,
+                reason=f"ml-analyze was not ready for {hours:.1f} h (ML_WAIT_LIMIT_MINUTES); "
+                "not submitted. Materialize the partition again once it is back",
+            )
+            state.failed_checks = sorted({*state.failed_checks, partition})
+            events += [
+                *_events_for(outcome, ml_analyze.max_retries),
+                _check_evaluation(state, outcome),
+            ]
+    if not state.waiting:
+        return runs, events
+    try:
+        with ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S) as client:
+            ready = client.health().accepts_work(ml_analyze.submit_when_degraded)
+    except MLAnalyzeError:
+        ready = False
+    if ready:
+        for partition, entry in sorted(state.waiting.items(), key=lambda kv: kv[1].submitted_at)[
+            :MAX_WAKE_PER_TICK
+        ]:
+            del state.waiting[partition]
+            runs.append(_submission_run(entry, f"ml-ready-{entry.job_id}", "ml_ready"))
+    return runs, events
 
 
 def _resolved_later(instance: DagsterInstance, partition: str, storage_id: int) -> bool:
@@ -134,19 +195,25 @@ def _events_for(
 
 
 def _resubmission(job) -> RunRequest:
-    """A new attempt reuses the shared file; if the staged copy is gone too, download again."""
+    return _submission_run(
+        job,
+        f"ml-resubmit-{job.job_id}",
+        "ml_resubmit",
+        {ATTEMPT_TAG: str(job.attempt + 1), REPLACES_TAG: job.job_id},
+    )
+
+
+def _submission_run(job, run_key: str, trigger: str, tags: dict | None = None) -> RunRequest:
+    """A run that submits the partition's file again: it reuses the shared file; if the staged
+    copy is gone too, it downloads again."""
     assets = ["shared_file", "ml_analysis_result"]
     if not os.path.exists(job.staged_path):
         assets.insert(0, "raw_download")
     return RunRequest(
-        run_key=f"ml-resubmit-{job.job_id}",
+        run_key=run_key,
         partition_key=job.partition,
         asset_selection=[AssetKey(a) for a in assets],
-        tags={
-            ATTEMPT_TAG: str(job.attempt + 1),
-            REPLACES_TAG: job.job_id,
-            "courier/trigger": "ml_resubmit",
-        },
+        tags={ATTEMPT_TAG: str(job.attempt), "courier/trigger": trigger, **(tags or {})},
     )
 
 
@@ -230,22 +297,21 @@ def evaluate(
     ingest_submissions(context.instance, state)
     now = time.time()
     # Failed attempts whose wait is over: their resubmission runs now.
-    runs = []
+    runs, events = wake_waiting(state, ml_analyze, now)
     for job_id, job in list(state.resubmits.items()):
         if job.resubmit_at <= now:
             runs.append(_resubmission(job))
             del state.resubmits[job_id]
-    if not state.jobs:
-        return SensorResult(
-            skip_reason=None if runs else "no outstanding ml-analyze jobs",
-            run_requests=runs,
-            cursor=state.to_json(),
+    if not state.jobs or now < state.backoff_until:
+        idle = (
+            "no outstanding ml-analyze jobs"
+            if not state.jobs
+            else f"ml-analyze unreachable; next poll in {state.backoff_until - now:.0f} s"
         )
-    if now < state.backoff_until:
-        wait = state.backoff_until - now
         return SensorResult(
-            skip_reason=None if runs else f"ml-analyze unreachable; next poll in {wait:.0f} s",
+            skip_reason=None if runs or events else idle,
             run_requests=runs,
+            asset_events=events,
             cursor=state.to_json(),
         )
 
@@ -254,7 +320,7 @@ def evaluate(
         answers = poll_jobs(client, jobs, budget_s=TICK_BUDGET_S)
 
     catalogue = _CatalogueReads(store, context.log)
-    events, unreachable = [], False
+    unreachable = False
     for job in jobs:
         if job.job_id not in answers:
             continue

@@ -61,6 +61,9 @@ class TrackerState:
     unreachable_ticks: int = 0
     failed_checks: list[str] = field(default_factory=list)  # partitions whose check last failed
     resubmits: dict[str, TrackedJob] = field(default_factory=dict)  # failed, waiting to retry
+    # Submissions waiting for ml-analyze to be ready, by partition: `job_id` names the waiting
+    # observation, `submitted_at` is when the wait began (ML_WAIT_LIMIT_MINUTES counts from it).
+    waiting: dict[str, TrackedJob] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -70,7 +73,7 @@ class TrackerState:
         if not raw:
             return cls()
         data = json.loads(raw)
-        for name in ("jobs", "resubmits"):
+        for name in ("jobs", "resubmits", "waiting"):
             data[name] = {k: TrackedJob(**v) for k, v in data.get(name, {}).items()}
         return cls(**data)
 
