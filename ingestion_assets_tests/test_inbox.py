@@ -112,9 +112,7 @@ def test_a_dropped_file_runs_its_supplier_once_and_the_run_moves_it_aside(
     assert tick(instance, fetch, second.cursor).run_requests == []
 
 
-def test_a_run_that_fails_before_taking_the_file_leaves_it_in_the_inbox(
-    instance, server, tmp_path
-):
+def test_a_run_that_fails_before_taking_the_file_leaves_it_in_the_inbox(instance, server, tmp_path):
     master = server.route("/master.csv", loopback.file_body(master_sheet_csv([])))
     resources = courier_resources(tmp_path, master, inbox_dir=str(tmp_path / "inbox"))
     dropped = tmp_path / "inbox" / "empty-one" / "prices.csv"
