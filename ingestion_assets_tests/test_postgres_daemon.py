@@ -16,6 +16,8 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunSta
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 
+from ingestion_assets.ml.events import latest_ml_state
+
 from . import loopback
 from .conftest import needs
 from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
@@ -111,11 +113,12 @@ def _wait_for(predicate, timeout: float, what: str, poll: float = 1.0):
     return result
 
 
-def test_daemon_syncs_on_start_and_run_retries_finish_once_ml_analyze_is_back(
+def test_daemon_syncs_on_start_and_waiting_submissions_go_once_ml_analyze_is_back(
     pg_home, server, tmp_path, free_port
 ):
-    """ml-analyze is down when the first sync runs: the runs fail at submission, clearly;
-    ml-analyze comes back; the daemon's run retries finish without downloading again."""
+    """ml-analyze is down when the first sync runs: the runs end with the submissions waiting
+    (no run held, no run retry spent); ml-analyze comes back; the status sensor asks for the
+    submissions, which finish without downloading again and with no click."""
     sources = {
         "alfa": server.route("/alfa.xlsx", loopback.file_body(PRICE_LIST)),
         "beta": server.route("/beta.csv", loopback.file_body(CSV)),
@@ -162,13 +165,22 @@ def test_daemon_syncs_on_start_and_run_retries_finish_once_ml_analyze_is_back(
     try:
         with DagsterInstance.from_config(str(pg_home)) as instance:
 
-            def failed_supplier_runs():
-                return instance.get_runs(
-                    RunsFilter(job_name="supplier_sync", statuses=[DagsterRunStatus.FAILURE])
-                )
+            def waiting_suppliers():
+                return {
+                    key
+                    for key in ("alfa", "beta")
+                    if latest_ml_state(instance, key)[0] == "waiting"
+                }
 
-            [first_failure, *_] = _wait_for(
-                failed_supplier_runs, 180, "a supplier run to fail on the missing ml-analyze"
+            _wait_for(
+                lambda: waiting_suppliers() == {"alfa", "beta"},
+                180,
+                "both suppliers to wait for the missing ml-analyze",
+            )
+            [waiting] = [latest_ml_state(instance, "alfa")[1]]
+            assert "Waiting for ml-analyze" in waiting.asset_observation.description
+            assert not instance.get_runs(
+                RunsFilter(job_name="supplier_sync", statuses=[DagsterRunStatus.FAILURE])
             )
             service = RunningServer(tmp_path / "ml.sqlite3", port=free_port)
 
@@ -179,25 +191,15 @@ def test_daemon_syncs_on_start_and_run_retries_finish_once_ml_analyze_is_back(
                 return {r.partition_key for r in records} == {"alfa", "beta"}
 
             _wait_for(analysed, 240, "both suppliers' analyses to complete")
-            failures = [
-                e.dagster_event.step_failure_data
-                for e in instance.all_logs(first_failure.run_id)
-                if e.dagster_event and e.dagster_event.is_step_failure
-            ]
-            reasons = [f.user_failure_data.description for f in failures if f.user_failure_data]
-            assert any(
-                "cannot submit to ml-analyze" in r and "unreachable" in r for r in reasons
-            ), [
-                (str(e.dagster_event_type), e.message[:300])
-                for e in instance.all_logs(first_failure.run_id)
-            ]
-            retries = instance.get_runs(
-                RunsFilter(job_name="supplier_sync", tags={"dagster/retry_number": "1"})
+            woken = instance.get_runs(
+                RunsFilter(job_name="supplier_sync", tags={"courier/trigger": "ml_ready"})
             )
-            assert retries and any(r.status == DagsterRunStatus.SUCCESS for r in retries)
+            assert sorted(r.tags["dagster/partition"] for r in woken) == ["alfa", "beta"]
+            assert all(r.status == DagsterRunStatus.SUCCESS for r in woken)
+            assert not instance.get_runs(RunsFilter(tags={"dagster/retry_number": "1"}))
             assert (
                 server.hits["/alfa.xlsx"] == 1 and server.hits["/beta.csv"] == 1
-            )  # retries reused the download
+            )  # nothing downloaded again
             assert server.hits["/master.csv"] == 1  # synced once at start, by itself
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
