@@ -4,6 +4,7 @@ from dagster import Definitions, in_process_executor
 
 from .catalogue.assets import catalogue_suppliers
 from .courier.assets import raw_download, shared_file
+from .courier.source_retries import source_retry_sensor
 from .inbox.sensors import inbox_sensor
 from .jobs import master_sync_job, supplier_sync_job
 from .maintenance import cleanup_schedule, master_sync_schedule, shared_file_cleanup
@@ -19,6 +20,7 @@ defs = Definitions(
     jobs=[master_sync_job, supplier_sync_job, shared_file_cleanup],
     sensors=[
         supplier_partitions_sensor,
+        source_retry_sensor,
         initial_master_sync_sensor,
         ml_status_sensor,
         inbox_sensor,

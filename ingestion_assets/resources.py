@@ -40,6 +40,10 @@ class FetchResource(ConfigurableResource):
     google_credentials_path: str = ""  # service-account JSON, for private Google Sheets
     downloads_dir: str = str(DEV_DATA / "downloads")  # staging: the courier's own copies
     inbox_dir: str = ""  # files handed in by hand: <inbox>/<supplier key>/<file>; empty: no inbox
+    # A source that is down: fetched at most this many times in one sync, the next attempt
+    # this long after the failure, doubling (5, 10, 20 min by default).
+    max_fetches: int = 4
+    source_retry_delay_seconds: int = 300
 
     def fetcher(self) -> SourceFetcher:
         return SourceFetcher(
@@ -168,6 +172,8 @@ def resources_from_env() -> dict:
             google_credentials_path=_env("GOOGLE_CREDENTIALS_PATH"),
             downloads_dir=_env("DOWNLOADS_DIR"),
             inbox_dir=_env("INBOX_DIR"),
+            max_fetches=_env("SOURCE_MAX_FETCHES", as_int=True),
+            source_retry_delay_seconds=_env("SOURCE_RETRY_DELAY_SECONDS", as_int=True),
         ),
         "shared_volume": _configured(
             SharedVolumeResource,

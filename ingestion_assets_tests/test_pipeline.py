@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import time
 
 import openpyxl
 import pytest
@@ -17,6 +18,7 @@ from dagster import (
     instance_for_test,
 )
 
+from ingestion_assets.courier.source_retries import source_retry_sensor
 from ingestion_assets.definitions import defs
 from ingestion_assets.maintenance import shared_file_cleanup
 from ingestion_assets.partitions import suppliers
@@ -210,18 +212,50 @@ def test_bad_sources_fail_that_supplier_at_once_with_a_clear_message(
     assert sync_supplier(instance, resources, "good").success
 
 
-def test_server_errors_are_retried_with_backoff_then_fail(instance, server, tmp_path):
+def retry_tick(instance, cursor=None, *, due_now=False):
+    """One tick of the source retry sensor; `due_now` makes every pending attempt due."""
+    if due_now and cursor:
+        state = json.loads(cursor)
+        for entry in state["due"].values():
+            entry["at"] = 0
+        cursor = json.dumps(state)
+    return source_retry_sensor(build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_a_source_that_stays_down_is_fetched_four_times_minutes_apart(instance, server, tmp_path):
+    """One retry layer: the source retry sensor, 5, 10 and 20 minutes after each failure; no
+    step retry, no run retry; a fifth fetch waits for the next sync."""
     url = server.route("/flaky.csv", loopback.status(503))
     master = server.route(
         "/master.csv", loopback.file_body(master_sheet_csv([["Flaky", url, "csv", "", ""]]))
     )
     resources = courier_resources(tmp_path, master)
     sync_registry(instance, resources)
-    result = sync_supplier(instance, resources, "flaky", raise_on_error=False)
-    assert not result.success
-    assert server.hits["/flaky.csv"] == 4  # the first try and 3 retries
-    assert "HTTP 503" in failure_message(result) and "Flaky" in failure_message(result)
-    assert "dagster/retry_on_asset_or_op_failure" not in instance.get_run_by_id(result.run_id).tags
+    cursor, tags = None, None
+    for attempt, delay_min in ((1, 5), (2, 10), (3, 20), (4, None)):
+        started = time.time()
+        result = sync_supplier(instance, resources, "flaky", raise_on_error=False, tags=tags)
+        assert not result.success
+        assert server.hits["/flaky.csv"] == attempt  # one fetch per run
+        message = failure_message(result)
+        assert "HTTP 503" in message and "Flaky" in message
+        run_tags = instance.get_run_by_id(result.run_id).tags
+        assert run_tags["dagster/retry_on_asset_or_op_failure"] == "false"
+        waiting = retry_tick(instance, cursor)
+        assert waiting.run_requests == []  # not due yet
+        cursor = waiting.cursor
+        if delay_min is None:
+            assert "no attempt left in this sync" in message
+            assert json.loads(cursor)["due"] == {}
+            break
+        assert f"attempt {attempt + 1} at" in message
+        [entry] = json.loads(cursor)["due"].values()
+        assert 0 <= entry["at"] - started - delay_min * 60 <= 30
+        [request] = retry_tick(instance, cursor, due_now=True).run_requests
+        assert request.partition_key == "flaky"
+        assert request.tags["courier/fetch_attempt"] == str(attempt + 1)
+        tags, cursor = request.tags, retry_tick(instance, cursor, due_now=True).cursor
+    assert server.hits["/flaky.csv"] == 4
 
 
 def test_a_retry_succeeds_when_the_server_recovers(instance, server, tmp_path):
@@ -231,8 +265,13 @@ def test_a_retry_succeeds_when_the_server_recovers(instance, server, tmp_path):
     )
     resources = courier_resources(tmp_path, master)
     sync_registry(instance, resources)
-    assert sync_supplier(instance, resources, "recovers").success
+    assert not sync_supplier(instance, resources, "recovers", raise_on_error=False).success
+    pending = retry_tick(instance)
+    [request] = retry_tick(instance, pending.cursor, due_now=True).run_requests
+    assert sync_supplier(instance, resources, "recovers", tags=request.tags).success
     assert server.hits["/recovers.csv"] == 2
+    # Fetched since: a retry still pending for it would be dropped.
+    assert retry_tick(instance, pending.cursor, due_now=True).run_requests == []
 
 
 def test_unwritable_shared_folder_fails_clearly(instance, server, tmp_path):

@@ -5,12 +5,12 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     DagsterInstance,
-    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
+from ..failures import failure
 from ..markdown import md_table
 from ..registry.models import Registry
 from ..resources import CatalogueResource
@@ -36,13 +36,14 @@ def catalogue_suppliers(
             report = store.sync(supplier_registry.suppliers)
         except CatalogueError as exc:
             # Supplier runs still start: known suppliers keep the ids of the last sync.
-            raise Failure(
+            raise failure(
+                context,
                 f"Catalogue: the suppliers table was not synced: {exc}",
-                allow_retries=exc.retryable,
+                retryable=exc.retryable,
             ) from exc
-    for failure in report.failures:
+    for refused in report.failures:
         context.log.warning(
-            f"Catalogue: supplier '{failure.supplier}' could not be written: {failure.reason}"
+            f"Catalogue: supplier '{refused.supplier}' could not be written: {refused.reason}"
         )
     return MaterializeResult(
         metadata={

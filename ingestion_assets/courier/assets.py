@@ -1,6 +1,7 @@
 """raw_download and shared_file, one partition per supplier. Logic lives in fetching/ and handoff/."""
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,14 +9,10 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    Backoff,
     Config,
     DataVersion,
-    Failure,
-    Jitter,
     MetadataValue,
     Output,
-    RetryPolicy,
     asset,
 )
 from pydantic import Field
@@ -24,6 +21,7 @@ from .. import pools
 from ..catalogue.assets import synced_supplier_ids
 from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
+from ..failures import failure
 from ..fetching.errors import FetchError
 from ..fetching.fetcher import FetchedFile
 from ..fetching.google_sheets import XLSX_MIME
@@ -43,12 +41,8 @@ from ..resources import (
     SharedVolumeResource,
 )
 from .analysable import AnalysisPlan, derive, plan_analysis
+from .source_retries import FETCH_ATTEMPT_TAG, source_down_observation
 from .sources import UnknownSupplier, resolve_supplier
-
-# 5xx, timeouts, dropped connections: 3 retries, 1 s → 2 s → 4 s, with jitter.
-DOWNLOAD_RETRY = RetryPolicy(
-    max_retries=3, delay=1, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
-)
 
 
 @dataclass(frozen=True)
@@ -125,11 +119,6 @@ def describe(supplier: Supplier, source: str) -> str:
     return f"Supplier '{supplier.name}' ({supplier.key}), source {source}"
 
 
-def no_run_retry(context: AssetExecutionContext) -> None:
-    """A permanent cause (404, too large, SSRF refusal) will not heal: keep run retries off it."""
-    context.instance.add_run_tags(context.run_id, {"dagster/retry_on_asset_or_op_failure": "false"})
-
-
 class SourceConfig(Config):
     """A one-off source for this run, instead of the master sheet's (launchpad, inbox)."""
 
@@ -149,7 +138,6 @@ class SourceConfig(Config):
     partitions_def=suppliers,
     group_name="suppliers",
     kinds={"python"},
-    retry_policy=DOWNLOAD_RETRY,
     pool=pools.DOWNLOADS,
 )
 def raw_download(
@@ -170,8 +158,7 @@ def raw_download(
             config.supplier_name,
         )
     except (UnknownSupplier, ValueError) as exc:
-        no_run_retry(context)
-        raise Failure(str(exc), allow_retries=False) from exc
+        raise failure(context, str(exc), retryable=False) from exc
     source = redact_url(supplier.source_url)
     try:
         with catalogue.session() as store:
@@ -179,11 +166,10 @@ def raw_download(
                 supplier, store, lambda: synced_supplier_ids(context.instance)
             )
     except CatalogueError as exc:
-        if not exc.retryable:
-            no_run_retry(context)
-        raise Failure(
+        raise failure(
+            context,
             f"{describe(supplier, source)}: no catalogue row, nothing fetched: {exc}",
-            allow_retries=exc.retryable,
+            retryable=exc.retryable,
         ) from exc
     if warning:
         context.log.warning(f"{describe(supplier, source)}: {warning}")
@@ -199,11 +185,26 @@ def raw_download(
             supplier.source_url, supplier.format, fetch.staging_dir(supplier.key), progress
         )
     except FetchError as exc:
-        if not exc.retryable:
-            no_run_retry(context)
-        raise Failure(
-            f"{describe(supplier, source)}: {exc}",
-            allow_retries=exc.retryable,
+        message = f"{describe(supplier, source)}: {exc}"
+        if exc.retryable:
+            # It may heal: fetched again minutes later by the source retry sensor.
+            attempt = int(context.run.tags.get(FETCH_ATTEMPT_TAG, "1"))
+            retry_at = (
+                time.time() + fetch.source_retry_delay_seconds * 2 ** (attempt - 1)
+                if attempt < fetch.max_fetches
+                else None
+            )
+            one_off = config.model_dump(exclude_defaults=True) if config.source_url else None
+            observation = source_down_observation(
+                context.partition_key, str(exc), attempt, retry_at, one_off
+            )
+            context.log_event(observation)
+            message += f" ({observation.description.split('; ', 1)[-1]})"
+        raise failure(
+            context,
+            message,
+            retryable=False,
+            retried_elsewhere=exc.retryable,
             metadata={"supplier": supplier.name, "source_url": source, "retryable": exc.retryable},
         ) from exc
     if fetch.is_inbox_file(supplier.source_url):
@@ -250,10 +251,11 @@ def shared_file(
     The same content already handed off for this supplier is reused, not copied again."""
     supplier, fetched = raw_download.supplier, raw_download.file
     if not fetched.path.is_file():
-        raise Failure(
-            f"{describe(supplier, raw_download.source_url)}: the downloaded copy {fetched.path} is gone "
-            "(removed by the clean-up?); materialize raw_download again.",
-            allow_retries=False,
+        raise failure(
+            context,
+            f"{describe(supplier, raw_download.source_url)}: the downloaded copy {fetched.path} "
+            "is gone (removed by the clean-up?); materialize raw_download again.",
+            retryable=False,
         )
     metadata = FileMetadata(
         original_filename=fetched.original_filename,
@@ -273,8 +275,10 @@ def shared_file(
     try:
         handed = volume.hand_off(fetched.path, metadata, fetched.kind.extension, fetched.mtime_ns)
     except HandOffError as exc:
-        raise Failure(
-            f"{describe(supplier, raw_download.source_url)}: {exc}", allow_retries=exc.retryable
+        raise failure(
+            context,
+            f"{describe(supplier, raw_download.source_url)}: {exc}",
+            retryable=exc.retryable,
         ) from exc
     context.log.info(
         f"{supplier.key}: {'reused' if handed.reused else 'handed off'} {handed.path.name}"
@@ -291,16 +295,17 @@ def shared_file(
         try:
             derived = _hand_off_derived(volume, handed, plan, supplier, fetched.path.parent)
         except DerivationError as exc:
-            no_run_retry(context)
-            raise Failure(
+            raise failure(
+                context,
                 f"{describe(supplier, raw_download.source_url)}: the file was handed off, but "
                 f"a form ml-analyze reads ({plan.derivation}) cannot be made from it: {exc}",
-                allow_retries=False,
+                retryable=False,
             ) from exc
         except HandOffError as exc:
-            raise Failure(
+            raise failure(
+                context,
                 f"{describe(supplier, raw_download.source_url)}: {exc}",
-                allow_retries=exc.retryable,
+                retryable=exc.retryable,
             ) from exc
         context.log.info(f"{supplier.key}: {plan.derivation}: {derived.path.name}")
     analysed = derived or handed

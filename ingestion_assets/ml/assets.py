@@ -10,14 +10,14 @@ from dagster import (
     AssetExecutionContext,
     AssetObservation,
     Config,
-    Failure,
     asset,
     asset_check,
 )
 
 from .. import pools
 from ..catalogue.store import CatalogueError
-from ..courier.assets import SharedFile, describe, no_run_retry
+from ..courier.assets import SharedFile, describe
+from ..failures import failure
 from ..handoff.atomic import file_md5
 from ..partitions import suppliers
 from ..resources import CatalogueResource, MLAnalyzeResource
@@ -76,18 +76,18 @@ def ml_analysis_result(
     if shared_file.refused:
         # The service cannot parse this file and no form it parses can be made: say so once,
         # never submit it to fail again and again.
-        no_run_retry(context)
         yield phase_observation(
             key, FAILED, f"{who}: {shared_file.refused}", reason=shared_file.refused
         )
-        raise Failure(f"{who}: not submitted: {shared_file.refused}", allow_retries=False)
+        raise failure(context, f"{who}: not submitted: {shared_file.refused}", retryable=False)
 
     target = shared_file.to_analyse
     md5 = target.metadata.checksum_md5
     if not target.path.is_file() or file_md5(target.path) != md5:
-        raise Failure(
+        raise failure(
+            context,
             f"{who}: {target.path} no longer matches its sidecar checksum {md5}",
-            allow_retries=False,
+            retryable=False,
         )
     supplier_id = _catalogue_row(context, catalogue, supplier, who)
 
@@ -108,7 +108,11 @@ def ml_analysis_result(
                     if same:
                         context.log.info(message)
                         return
-                    raise Failure(message + " (the next sync or run retry submits this file)")
+                    raise failure(
+                        context,
+                        message + " (the next sync or run retry submits this file)",
+                        retryable=True,
+                    )
                 if state in ("completed", "completed_with_errors") and previous.checksum_md5 == md5:
                     context.log.info(
                         f"{who}: this file was analysed by job {previous.job_id}; "
@@ -135,9 +139,8 @@ def ml_analysis_result(
         yield _waiting(context, ml_analyze, shared_file, who, str(exc))
         return
     except MLAnalyzeError as exc:
-        no_run_retry(context)
-        raise Failure(
-            f"{who}: ml-analyze refused the submission: {exc}", allow_retries=False
+        raise failure(
+            context, f"{who}: ml-analyze refused the submission: {exc}", retryable=False
         ) from exc
 
     job = TrackedJob(
@@ -180,13 +183,13 @@ def _waiting(
         since = record.asset_observation.metadata["waiting_since"].value
     limit_s = ml_analyze.wait_limit_minutes * 60
     if now - since > limit_s:
-        no_run_retry(context)
         hours = (now - since) / 3600
-        raise Failure(
+        raise failure(
+            context,
             f"{who}: not submitted: ml-analyze has not been ready for {hours:.1f} h "
             f"(ML_WAIT_LIMIT_MINUTES={ml_analyze.wait_limit_minutes}); last: {reason}. "
             "Materialize the partition again once it is back.",
-            allow_retries=False,
+            retryable=False,
         )
     until = datetime.fromtimestamp(since + limit_s, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     context.log.warning(
@@ -215,9 +218,10 @@ def _catalogue_row(context, catalogue: CatalogueResource, supplier, who: str) ->
                 return supplier.supplier_id
             row_id = store.ensure(supplier)
     except CatalogueError as exc:
-        raise Failure(
+        raise failure(
+            context,
             f"{who}: cannot make sure the catalogue has the supplier's row, nothing submitted: {exc}",
-            allow_retries=exc.retryable,
+            retryable=exc.retryable,
         ) from exc
     if row_id != supplier.supplier_id:
         context.log.warning(

@@ -5,13 +5,13 @@ import hashlib
 from dagster import (
     AssetExecutionContext,
     DataVersion,
-    Failure,
     MetadataValue,
     Output,
     RetryPolicy,
     asset,
 )
 
+from ..failures import failure
 from ..fetching.errors import FetchError
 from ..fetching.redact import redact_url
 from ..markdown import md_table
@@ -38,9 +38,15 @@ def supplier_registry(
             fetch.staging_dir("_master_sheet"),
         )
     except FetchError as exc:
-        raise Failure(f"Master sheet {source}: {exc}", allow_retries=exc.retryable) from exc
+        # A sheet that may heal is retried by this step (MASTER_SHEET_RETRY), then the next sync.
+        raise failure(
+            context,
+            f"Master sheet {source}: {exc}",
+            retryable=exc.retryable,
+            retried_elsewhere=True,
+        ) from exc
     except MasterSheetError as exc:
-        raise Failure(f"Master sheet {source}: {exc}", allow_retries=False) from exc
+        raise failure(context, f"Master sheet {source}: {exc}", retryable=False) from exc
 
     for problem in registry.problems:
         context.log.warning(
