@@ -71,15 +71,19 @@ def source_retry_sensor(context: SensorEvaluationContext) -> SensorResult:
     ).records
     for record in records:
         after = record.storage_id
-        meta = {k: v.value for k, v in record.asset_observation.metadata.items()}
+        observation = record.asset_observation
+        if observation is None or observation.partition is None:
+            continue
+        meta: dict[str, Any] = {k: v.value for k, v in observation.metadata.items()}
         if meta.get("phase") == SOURCE_DOWN and "retry_at" in meta:
-            due[record.asset_observation.partition] = {
-                "at": meta["retry_at"],
-                "attempt": meta["fetch_attempt"] + 1,
+            due[observation.partition] = {
+                "at": float(meta["retry_at"]),
+                "attempt": int(meta["fetch_attempt"]) + 1,
                 "storage_id": record.storage_id,
                 "one_off": meta.get("one_off_source"),
             }
-    runs, now = [], time.time()
+    runs: list[RunRequest] = []
+    now = time.time()
     for partition, entry in list(due.items()):
         if entry["at"] > now:
             continue

@@ -27,13 +27,14 @@ class InboxFile:
     mtime: float
 
     @property
-    def signature(self) -> list:
+    def signature(self) -> list[float]:
         return [self.size, self.mtime]
 
 
 def scan(inbox: Path) -> tuple[list[InboxFile], list[str]]:
     """Every candidate file, and the folder names refused (not a supplier key)."""
-    files, refused = [], []
+    files: list[InboxFile] = []
+    refused: list[str] = []
     if not inbox.is_dir():
         return files, refused
     for folder in sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -54,7 +55,7 @@ def scan(inbox: Path) -> tuple[list[InboxFile], list[str]]:
 
 
 def ready(
-    files: list[InboxFile], seen_before: dict[str, list], now: float | None = None
+    files: list[InboxFile], seen_before: dict[str, list[float]], now: float | None = None
 ) -> list[InboxFile]:
     """Files unchanged since the previous scan and old enough: their writer is done."""
     now = time.time() if now is None else now
