@@ -60,7 +60,13 @@ def needs(reason: str):
 
 # -- the catalogue database (a real PostgreSQL with exactly the tables of catalogue-schema.md) ----
 
-CATALOGUE_SCHEMA = Path(__file__).with_name("catalogue_schema.sql")
+# The reference stack's catalogue (deployment/catalogue): its tables, after the lines that
+# create and open its database.
+CATALOGUE_SQL = Path(__file__).parents[1] / "deployment" / "catalogue" / "001_catalogue.sql"
+
+
+def catalogue_schema() -> str:
+    return CATALOGUE_SQL.read_text("utf-8").split("\\connect catalogue", 1)[1]
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +83,7 @@ def catalogue_server():
 
 @pytest.fixture
 def catalogue_url(catalogue_server) -> str:
-    """A fresh catalogue database for one test, its tables created from catalogue_schema.sql."""
+    """A fresh catalogue database for one test, with exactly the tables of catalogue-schema.md."""
     import uuid
 
     import psycopg2
@@ -86,6 +92,6 @@ def catalogue_url(catalogue_server) -> str:
     catalogue_server.create_database(name)
     url = f"postgresql://{catalogue_server.user}@127.0.0.1:{catalogue_server.port}/{name}"
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(CATALOGUE_SCHEMA.read_text())
+        cur.execute(catalogue_schema())
     conn.close()
     return url

@@ -79,9 +79,10 @@ class MissingVariable(Exception):
     pass
 
 
+# A default holds no `${`: nested expressions (${A:-${B}}) are resolved innermost first.
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+    r"(?:(?P<op>:?[-?+])(?P<arg>(?:[^}$]|\$(?!\{))*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
 )
 
 
@@ -110,7 +111,11 @@ def interpolate(value, env: Mapping[str, str]):
             return "" if unset else arg
         return current or ""
 
-    return _VARIABLE.sub(substitute, value)
+    while True:  # one pass, and more only while nested expressions remain
+        resolved = _VARIABLE.sub(substitute, value)
+        if "${" not in resolved or resolved == value:
+            return resolved
+        value = resolved
 
 
 def raw_compose() -> dict:
@@ -851,16 +856,25 @@ def test_code_server_starts_with_the_deployment_environment_and_serves_the_defin
         stop(code_server)
 
 
-def test_ml_analyze_service_command_serves_a_healthy_reference_server(tmp_path):
+def test_ml_analyze_service_command_serves_a_healthy_reference_server(tmp_path, catalogue_url):
+    """With its catalogue: the compose database made by deployment/catalogue's SQL (here on the
+    test server, made from the same file)."""
     import httpx
 
-    service = compose()["services"]["ml-analyze"]
+    services = compose()["services"]
+    service = services["ml-analyze"]
     port = free_port()
     command = with_option(service["command"], "--host", "127.0.0.1")
     command = with_option(command, "--port", str(port))
     database = option(command, "--db")
     assert database.startswith(mounts(service)["ml-analyze-data"] + "/"), "on its volume"
     command = with_option(command, "--db", str(tmp_path / Path(database).name))
+    password = OPERATOR_ENV["DAGSTER_POSTGRES_PASSWORD"]
+    shared = f"postgresql://dagster:{password}@postgres:5432/catalogue"
+    assert option(command, "--catalogue-db") == shared
+    assert service_env(services["code-location"])["CATALOGUE_DATABASE_URL"] == shared
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    command = with_option(command, "--catalogue-db", catalogue_url)
     process, log = start(command, service_env(service), tmp_path, "ml-analyze")
     try:
         url = f"http://127.0.0.1:{port}/health"
@@ -872,5 +886,17 @@ def test_ml_analyze_service_command_serves_a_healthy_reference_server(tmp_path):
         assert test != service["healthcheck"]["test"], "the healthcheck asks the service's port"
         checked = run_healthcheck(test, clean_env(tmp_path, {}), tmp_path)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert httpx.get(url).json()["checks"]["catalogue_db"]["status"] == "ok"
     finally:
         stop(process)
+
+
+def test_the_catalogue_is_the_reference_stacks_unless_deployment_env_names_the_production_one():
+    production = "postgresql://courier:from-the-env@catalogue.internal:5432/catalogue"
+    services = compose({**OPERATOR_ENV, "CATALOGUE_DATABASE_URL": production})["services"]
+    assert service_env(services["code-location"])["CATALOGUE_DATABASE_URL"] == production
+    postgres = raw_compose()["services"]["postgres"]
+    [config] = postgres["configs"]
+    assert config["target"].startswith("/docker-entrypoint-initdb.d/")
+    sql = (COMPOSE_FILE.parent / raw_compose()["configs"][config["source"]]["file"]).read_text()
+    assert "CREATE DATABASE catalogue;" in sql and "CREATE TABLE supplier_items" in sql

@@ -49,7 +49,7 @@ def supplier_id() -> str:
 
 @pytest.fixture
 def catalogue(catalogue_url: str) -> Iterator[CatalogueSql]:
-    """A fresh PostgreSQL catalogue (catalogue_schema.sql), for plain SQL."""
+    """A fresh PostgreSQL catalogue (deployment/catalogue/001_catalogue.sql), for plain SQL."""
     database = CatalogueSql(catalogue_url)
     yield database
     database.close()

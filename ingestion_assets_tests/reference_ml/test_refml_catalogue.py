@@ -1,7 +1,7 @@
 """Items written into the catalogue database as the production service writes them.
 
 Real HTTP to the reference server, a real PostgreSQL catalogue (`catalogue`: exactly
-catalogue_schema.sql) or the embedded SQLite one (`sqlite_catalogue`).
+deployment/catalogue/001_catalogue.sql) or the embedded SQLite one (`sqlite_catalogue`).
 """
 
 from __future__ import annotations

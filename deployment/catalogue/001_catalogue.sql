@@ -1,6 +1,10 @@
--- The catalogue's tables as the original migrations (001 initial schema, 002 matching pipeline)
--- define them: ../shared/reference/catalogue-schema.md. `products` is created empty (the
--- courier never touches it); `parsing_logs` is ml-analyze's own log table.
+-- The reference stack's catalogue: a second database in the compose PostgreSQL, with the
+-- tables ml-analyze's migrations create (catalogue-schema.md; the test suite's catalogues are
+-- made from this file too). Run once, by the postgres image,
+-- when its data volume is new. Against the production ml-analyze the catalogue is its own
+-- database: point CATALOGUE_DATABASE_URL at it instead (docs/deployment.md).
+CREATE DATABASE catalogue;
+\connect catalogue
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 CREATE TABLE suppliers (
