@@ -318,3 +318,48 @@ def test_an_unreachable_catalogue_fails_the_sync_clearly_and_known_suppliers_sti
     # The supplier known from the last sync is still fetched and handed off under its id.
     run = sync_supplier(instance, broken, "alfa", raise_on_error=False)
     assert run.success
+
+
+def test_rows_stored_twice_after_a_service_restart_are_a_warning_not_a_plain_success(
+    instance, server, tmp_path, catalogue_url
+):
+    """Production's fallback SKUs change per process: the same file analysed again after a
+    restart stores every row twice. The courier compares the catalogue with the analysis."""
+    no_skus = workbook(("Прайс", [row[1:] for row in PRICES]))
+    sheet = master(
+        [{"name": "Альфа", "source_url": server.route("/a.xlsx", loopback.file_body(no_skus))}]
+    )
+    first = RunningServer(
+        tmp_path / "ml.sqlite3", profile="production", catalogue_db_url=catalogue_url
+    )
+    resources = production_resources(
+        tmp_path, server.route("/master.csv", loopback.file_body(sheet)), first.url, catalogue_url
+    )
+    try:
+        assert master_sync(instance, resources).success
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+        cursor = follow(instance, resources)
+        assert summary(instance, "alfa")["outcome"] == "completed"
+    finally:
+        port = first.port
+        first.stop()
+    again = RunningServer(
+        tmp_path / "ml.sqlite3", port=port, profile="production", catalogue_db_url=catalogue_url
+    )
+    try:
+        run = materialize(
+            FULL,
+            selection=[a for a in FULL if a.key.path[-1] == "ml_analysis_result"],
+            partition_key="alfa",
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"ml_analysis_result": {"config": {"force": True}}}},
+        )
+        assert run.success
+        follow(instance, resources, cursor)
+        metadata = summary(instance, "alfa")
+        assert metadata["items_total"] == 3 and metadata["catalogue_items"] == 6
+        assert metadata["outcome"] == "completed with warnings"
+        assert "the catalogue holds 6 items for this supplier" in metadata["warnings"]
+    finally:
+        again.stop()
