@@ -363,3 +363,35 @@ def test_rows_stored_twice_after_a_service_restart_are_a_warning_not_a_plain_suc
         assert "the catalogue holds 6 items for this supplier" in metadata["warnings"]
     finally:
         again.stop()
+
+
+def test_zero_items_is_a_warning_the_ui_shows(
+    instance, server, tmp_path, production_ml, catalogue_url
+):
+    """Misconfigured (the service reads only the active sheet, the courier was told it reads
+    priority_sheet): the cover page yields 0 items, and that is not shown as a success."""
+    sheet = master(
+        [
+            {
+                "name": "Гамма",
+                "source_url": server.route("/g.xlsx", loopback.file_body(COVER_AND_PRICES)),
+                "sheet_name": "Прайс",
+            }
+        ]
+    )
+    resources = production_resources(
+        tmp_path,
+        server.route("/master.csv", loopback.file_body(sheet)),
+        production_ml.url,
+        catalogue_url,
+    )
+    resources["ml_analyze"] = MLAnalyzeResource(url=production_ml.url, file_types="excel,pdf")
+    assert master_sync(instance, resources).success
+    assert sync_supplier(instance, resources, "gamma", selection=FULL).success
+    follow(instance, resources)
+    metadata = summary(instance, "gamma")
+    assert metadata["items_total"] == 0
+    assert metadata["outcome"] == "completed with warnings"
+    assert metadata["warnings"].startswith("0 items extracted")
+    _, record = latest_ml_state(instance, "gamma")
+    assert "0 items extracted" in record.asset_materialization.description
