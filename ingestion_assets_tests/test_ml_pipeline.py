@@ -229,6 +229,27 @@ def test_a_cause_that_will_not_heal_is_reported_at_once_never_resubmitted(
     assert "PDF is not supported" in record.asset_observation.description
     assert tick(instance, ml, cursor).run_requests == []
 
+    # Two more syncs of the same file: not submitted again (it would fail the same way).
+    def submissions() -> int:
+        observations = instance.fetch_observations(
+            AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=["alfa"]), limit=100
+        ).records
+        return sum(r.asset_observation.metadata["phase"].value == "submitted" for r in observations)
+
+    for _ in range(2):
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    assert submissions() == 1 and latest_ml_state(instance, "alfa")[0] == "failed"
+    # force=true (the cause fixed) submits it again.
+    forced = materialize(
+        [supplier_registry, *FULL],
+        selection=[ml_analysis_result],
+        partition_key="alfa",
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"ml_analysis_result": {"config": {"force": True}}}},
+    )
+    assert forced.success and submissions() == 2
+
 
 def test_failed_jobs_are_resubmitted_then_reported_on_the_check(
     instance, server, tmp_path, ml_service

@@ -89,6 +89,14 @@ def ml_analysis_result(
             f"{who}: {target.path} no longer matches its sidecar checksum {md5}",
             retryable=False,
         )
+    settled = _failed_for_good(context, md5)
+    if settled and not config.force:
+        # Submitting it again would fail the same way (or run twice): wait for a new file.
+        context.log.warning(
+            f"{who}: not submitted again: this file's analysis failed for good ({settled}). "
+            "Send a new file, or fix the cause and run with force=true."
+        )
+        return
     supplier_id = _catalogue_row(context, catalogue, supplier, who)
 
     try:
@@ -208,6 +216,20 @@ def _waiting(
         staged_path=str(shared_file.staged_path),
         attempt=int(context.run.tags.get(ATTEMPT_TAG, "1")),
     )
+
+
+def _failed_for_good(context: AssetExecutionContext, md5: str) -> str | None:
+    """The reason, when this very file's last analysis failed in a way a new submission of it
+    would not mend (a cause that will not heal, a stalled job that may still run)."""
+    phase, record = latest_ml_state(context.instance, context.partition_key)
+    if phase != FAILED:
+        return None
+    metadata = record.asset_observation.metadata
+    final = metadata.get("final_for_file")
+    same_file = metadata.get("checksum_md5")
+    if final is None or not final.value or same_file is None or same_file.value != md5:
+        return None
+    return str(metadata["reason"].value)
 
 
 def _catalogue_row(context, catalogue: CatalogueResource, supplier, who: str) -> str:

@@ -190,6 +190,8 @@ def _events_for(
             f"ml-analyze said: {_said(outcome.errors, 5)}",
             reason=outcome.reason,
             errors=errors,
+            final_for_file=outcome.final_for_file,
+            checksum_md5=job.checksum_md5,
             **common,
         )
 

@@ -95,6 +95,9 @@ class Outcome:
     status: JobStatus | None = None
     reason: str = ""
     errors: tuple[str, ...] = ()
+    # Submitting the same file again would not help (a cause that will not heal, a job that
+    # may still be running): the next sync does not resubmit it either.
+    final_for_file: bool = False
 
 
 # Causes that no resubmission heals, as ml-analyze (or its database) words them.
@@ -158,7 +161,7 @@ def decide(
             "ml-analyze may still be working on it. Check ml-analyze, then re-run the partition "
             "with force=true"
         )
-        return Outcome(GIVE_UP, job, answer, reason, tuple(answer.errors))
+        return Outcome(GIVE_UP, job, answer, reason, tuple(answer.errors), final_for_file=True)
     return Outcome(WAIT, job, answer)
 
 
@@ -171,9 +174,8 @@ def _failed(
 ) -> Outcome:
     cause = permanent_cause((reason, *errors))
     if cause is not None:
-        return Outcome(
-            GIVE_UP, job, status, f"{reason}; will not heal ({cause}): not resubmitted", errors
-        )
+        reason = f"{reason}; will not heal ({cause}): not resubmitted"
+        return Outcome(GIVE_UP, job, status, reason, errors, final_for_file=True)
     kind = RESUBMIT if job.attempt < max_attempts else GIVE_UP
     return Outcome(kind, job, status, reason, errors)
 
