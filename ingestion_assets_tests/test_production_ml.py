@@ -315,9 +315,13 @@ def test_an_unreachable_catalogue_fails_the_sync_clearly_and_known_suppliers_sti
     message = failure.step_failure_data.user_failure_data.description
     assert message.startswith("Catalogue: the suppliers table was not synced")
     assert f"127.0.0.1:{free_port}" in message and "s3cret" not in message
-    # The supplier known from the last sync is still fetched and handed off under its id.
-    run = sync_supplier(instance, broken, "alfa", raise_on_error=False)
+    # The supplier known from the last sync is still fetched, handed off and submitted under
+    # its id (ml-analyze reaches the catalogue here: the analysis completes).
+    run = sync_supplier(instance, broken, "alfa", selection=FULL)
     assert run.success
+    assert latest_ml_state(instance, "alfa")[0] == "submitted"
+    follow(instance, resources)
+    assert summary(instance, "alfa")["catalogue_items"] == 3
 
 
 def test_rows_stored_twice_after_a_service_restart_are_a_warning_not_a_plain_success(

@@ -15,6 +15,8 @@ from dagster import (
 )
 
 from .. import pools
+from ..catalogue.assets import synced_supplier_ids
+from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
 from ..courier.assets import SharedFile, describe
 from ..failures import failure
@@ -233,18 +235,23 @@ def _failed_for_good(context: AssetExecutionContext, md5: str) -> str | None:
 
 
 def _catalogue_row(context, catalogue: CatalogueResource, supplier, who: str) -> str:
-    """ml-analyze stores items against the catalogue's supplier row: make sure it exists."""
+    """ml-analyze stores items against the catalogue's supplier row: make sure it exists. An
+    unreachable catalogue: a supplier the last master sync knew goes on under that sync's id
+    (as raw_download does; a job that then fails is resubmitted by the status sensor)."""
     try:
         with catalogue.session() as store:
-            if store is None:
-                return supplier.supplier_id
-            row_id = store.ensure(supplier)
+            found, warning = with_catalogue_id(
+                supplier, store, lambda: synced_supplier_ids(context.instance)
+            )
+            row_id = found.supplier_id
     except CatalogueError as exc:
         raise failure(
             context,
             f"{who}: cannot make sure the catalogue has the supplier's row, nothing submitted: {exc}",
             retryable=exc.retryable,
         ) from exc
+    if warning:
+        context.log.warning(f"{who}: {warning}")
     if row_id != supplier.supplier_id:
         context.log.warning(
             f"{who}: the catalogue's row for this supplier is now {row_id} (the file was handed "
