@@ -63,6 +63,7 @@ def write_file(path: Path, size_mb: int) -> None:
         out.write(b"%PDF-1.4\n")
         for _ in range(size_mb):
             out.write(os.urandom(1024 * 1024))
+        out.write(b"\n%%EOF\n")  # a whole PDF ends so; the courier checks it
 
 
 def courier_once(url: str, work: Path, shared: Path | None = None) -> dict:

@@ -213,7 +213,7 @@ def test_a_cause_that_will_not_heal_is_reported_at_once_never_resubmitted(
 ):
     """The reference server cannot parse PDFs: one attempt, then a failed check with its words."""
     resources = setup_supplier(
-        server, tmp_path, ml_service.url, body=b"%PDF-1.4 a price list", path="/p.pdf", fmt="url"
+        server, tmp_path, ml_service.url, body=b"%PDF-1.4 a price list\n%%EOF\n", path="/p.pdf", fmt="url"
     )
     ml = resources["ml_analyze"]
     sync_registry(instance, resources)

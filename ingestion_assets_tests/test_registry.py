@@ -554,7 +554,7 @@ def test_load_master_sheet_html_instead_of_a_sheet(server, fetcher, staging):
 
 
 def test_load_master_sheet_pdf_is_not_a_table(server, fetcher, staging):
-    url = server.route("/master", file_body(b"%PDF-1.7\n%...", "application/pdf"))
+    url = server.route("/master", file_body(b"%PDF-1.7\n%...\n%%EOF\n", "application/pdf"))
     with pytest.raises(MasterSheetError, match="is a PDF, not a table"):
         load_master_sheet(url, "Suppliers", fetcher, staging)
 

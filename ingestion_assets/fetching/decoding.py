@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 
-from .errors import PermanentFetchError
+from .errors import PermanentFetchError, TransientFetchError
 
 PIECE = 1024 * 1024
 GZIP_ENCODINGS = ("gzip", "x-gzip")
@@ -20,8 +20,10 @@ def gunzip_pieces(raw_chunks: Iterable[bytes], piece: int = PIECE) -> Iterator[b
     """Inflate a gzip stream, yielding at most `piece` bytes at a time. Bytes after the end
     of the gzip stream are ignored, as httpx's own decoder ignores them."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    received = False
     try:
         for data in raw_chunks:
+            received = received or bool(data)
             while data and not inflater.eof:
                 out = inflater.decompress(data, piece)
                 data = inflater.unconsumed_tail
@@ -33,3 +35,9 @@ def gunzip_pieces(raw_chunks: Iterable[bytes], piece: int = PIECE) -> Iterator[b
             yield tail
     except zlib.error as exc:
         raise PermanentFetchError(f"the body is not valid gzip: {exc}") from exc
+    # Without a Content-Length the connection's close ends the body, whole or not: only the
+    # gzip trailer (CRC and length) says the stream is complete. No bytes at all: an empty file.
+    if received and not inflater.eof:
+        raise TransientFetchError(
+            "the gzip-encoded body is incomplete: it ends before the gzip trailer (cut short?)"
+        )

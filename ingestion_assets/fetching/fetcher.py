@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .completeness import check_complete
 from .content_check import FileKind, sniff
 from .errors import PermanentFetchError
 from .google_sheets import export_private_sheet, is_google_sheet_url, public_export_url
@@ -81,6 +82,7 @@ class SourceFetcher:
     def _keep(streamed: StreamedBytes, fmt, dest_dir, filename, content_type, source_type, started):
         try:
             kind = sniff(streamed.temp_path, fmt)
+            check_complete(streamed.temp_path, kind)  # a body cut short never leaves staging
             final = dest_dir / f"{streamed.md5}{kind.extension}"
             os.replace(streamed.temp_path, final)
         except BaseException:
