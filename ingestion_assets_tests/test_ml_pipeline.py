@@ -360,7 +360,7 @@ def test_a_job_lost_in_a_restart_is_resubmitted(instance, server, tmp_path):
         service.stop()
 
 
-def test_unreachable_service_keeps_every_job_and_backs_off(instance, server, tmp_path):
+def test_unreachable_service_keeps_every_job_backs_off_and_polls_once_it_is_back(instance, server, tmp_path):
     service = RunningServer(tmp_path / "ml.sqlite3", row_delay_ms=200)
     resources = setup_supplier(server, tmp_path, service.url)
     ml = resources["ml_analyze"]
@@ -380,8 +380,12 @@ def test_unreachable_service_keeps_every_job_and_backs_off(instance, server, tmp
 
     service = RunningServer(tmp_path / "ml.sqlite3", port=port, row_delay_ms=0)
     try:
-        state.backoff_until = 0  # skip the wait
-        result, cursor = until(instance, ml, state.to_json(), lambda r: r.run_requests)
+        # Back within the backoff (minutes, after a long outage): the next tick's one health
+        # check ends it, and the jobs are polled at once.
+        assert TrackerState.from_json(down.cursor).backoff_until > time.time()
+        back = tick(instance, ml, down.cursor)
+        assert TrackerState.from_json(back.cursor).backoff_until == 0
+        result, cursor = until(instance, ml, back.cursor, lambda r: r.run_requests)
         # The restarted reference marks the interrupted job failed: it is resubmitted, not lost.
         assert result.run_requests[0].tags["courier/ml_attempt"] == "2"
     finally:

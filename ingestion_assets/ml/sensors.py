@@ -34,7 +34,7 @@ from .events import (
     job_from_observation,
     phase_observation,
 )
-from .models import JobStatus
+from .models import Health, JobStatus
 from .tracking import (
     COMPLETED,
     GIVE_UP,
@@ -118,18 +118,23 @@ def wake_waiting(
             ]
     if not state.waiting:
         return runs, events
-    try:
-        with ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S) as client:
-            ready = client.health().accepts_work(ml_analyze.submit_when_degraded)
-    except MLAnalyzeError:
-        ready = False
-    if ready:
+    health = _health(ml_analyze)
+    if health is not None and health.accepts_work(ml_analyze.submit_when_degraded):
         for partition, entry in sorted(state.waiting.items(), key=lambda kv: kv[1].submitted_at)[
             :MAX_WAKE_PER_TICK
         ]:
             del state.waiting[partition]
             runs.append(_submission_run(entry, f"ml-ready-{entry.job_id}", "ml_ready"))
     return runs, events
+
+
+def _health(ml_analyze: MLAnalyzeResource) -> Health | None:
+    """One GET /health, no retries: None when ml-analyze does not answer."""
+    try:
+        with ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S) as client:
+            return client.health()
+    except MLAnalyzeError:
+        return None
 
 
 def _resolved_later(instance: DagsterInstance, partition: str, storage_id: int) -> bool:
@@ -304,6 +309,9 @@ def evaluate(
         if job.resubmit_at <= now:
             runs.append(_resubmission(job))
             del state.resubmits[job_id]
+    if state.jobs and now < state.backoff_until and _health(ml_analyze) is not None:
+        # Back: poll now. One GET a tick while it is down; the backoff spares the job polls.
+        state.backoff_until = 0.0
     if not state.jobs or now < state.backoff_until:
         idle = (
             "no outstanding ml-analyze jobs"
