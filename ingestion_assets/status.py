@@ -17,7 +17,16 @@ from dagster import (
     RunsFilter,
 )
 
-from .ml.events import ANALYZING, COMPLETED, FAILED, ML_OFF, RETRYING, SUBMITTED, latest_ml_state
+from .ml.events import (
+    ANALYZING,
+    COMPLETED,
+    FAILED,
+    ML_OFF,
+    RETRYING,
+    SUBMITTED,
+    WAITING,
+    latest_ml_state,
+)
 from .partitions import suppliers
 
 IN_PROGRESS = {
@@ -104,6 +113,8 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
         status.phase = "failed"
     elif ml_phase == ML_OFF:
         status.phase = "ML off"
+    elif ml_phase == WAITING:
+        status.phase = "waiting for ml-analyze"
     elif raw:
         status.phase = "downloaded"
     return status

@@ -28,6 +28,7 @@ from ingestion_assets.maintenance import shared_file_cleanup
 from ingestion_assets.ml.assets import analysis_succeeded, ml_analysis_result
 from ingestion_assets.ml.events import ML_RESULT, latest_ml_state
 from ingestion_assets.ml.sensors import ml_status_sensor
+from ingestion_assets.status import supplier_status
 from ingestion_assets.ml.tracking import TrackerState
 from ingestion_assets.registry.assets import supplier_registry
 from ingestion_assets.registry.sensors import supplier_partitions_sensor
@@ -527,6 +528,8 @@ def test_a_submission_waits_for_ml_analyze_and_goes_once_it_is_back(instance, se
     phase, record = latest_ml_state(instance, "alfa")
     assert phase == "waiting"
     assert record.asset_observation.description.startswith("Waiting for ml-analyze: ")
+    shown = supplier_status(instance, "alfa")
+    assert shown.phase == "waiting for ml-analyze" and "Submitted as soon as" in shown.detail
     down = tick(instance, ml, None)
     assert down.run_requests == [] and "alfa" in TrackerState.from_json(down.cursor).waiting
 
