@@ -10,13 +10,21 @@ from .jobs import master_sync_job, supplier_sync_job
 from .maintenance import cleanup_schedule, master_sync_schedule, shared_file_cleanup
 from .ml.assets import analysis_succeeded, ml_analysis_result
 from .ml.sensors import ml_status_sensor
+from .overview.sensor import analyses_fresh, supplier_overview, supplier_overview_sensor
 from .registry.assets import supplier_registry
 from .registry.sensors import initial_master_sync_sensor, supplier_partitions_sensor
 from .resources import resources_from_env
 
 defs = Definitions(
-    assets=[supplier_registry, catalogue_suppliers, raw_download, shared_file, ml_analysis_result],
-    asset_checks=[analysis_succeeded],
+    assets=[
+        supplier_registry,
+        catalogue_suppliers,
+        raw_download,
+        shared_file,
+        ml_analysis_result,
+        supplier_overview,
+    ],
+    asset_checks=[analysis_succeeded, analyses_fresh],
     jobs=[master_sync_job, supplier_sync_job, shared_file_cleanup],
     sensors=[
         supplier_partitions_sensor,
@@ -24,6 +32,7 @@ defs = Definitions(
         initial_master_sync_sensor,
         ml_status_sensor,
         inbox_sensor,
+        supplier_overview_sensor,
     ],
     schedules=[master_sync_schedule, cleanup_schedule],
     resources=resources_from_env(),

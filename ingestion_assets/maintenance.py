@@ -57,6 +57,8 @@ def shared_file_cleanup():
     remove_expired_files()
 
 
+SYNC_INTERVAL_HOURS = int(os.environ.get("SYNC_INTERVAL_HOURS", "8"))
+
 cleanup_schedule = ScheduleDefinition(
     job=shared_file_cleanup,
     cron_schedule="0 */6 * * *",
@@ -65,6 +67,6 @@ cleanup_schedule = ScheduleDefinition(
 
 master_sync_schedule = ScheduleDefinition(
     job=master_sync_job,
-    cron_schedule=f"0 */{int(os.environ.get('SYNC_INTERVAL_HOURS', '8'))} * * *",
+    cron_schedule=f"0 */{SYNC_INTERVAL_HOURS} * * *",
     default_status=DefaultScheduleStatus.RUNNING,
 )

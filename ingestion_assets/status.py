@@ -22,6 +22,7 @@ from .ml.events import (
     COMPLETED,
     FAILED,
     ML_OFF,
+    ML_RESULT,
     RETRYING,
     SUBMITTED,
     WAITING,
@@ -51,6 +52,10 @@ class SupplierStatus:
     attempts: int | None = None
     updated: float | None = None
     detail: str = ""
+    progress: int | None = None  # percent, while ml-analyze works on the file
+    file_at: float | None = None  # when the current file was downloaded
+    analysed_at: float | None = None  # the last completed analysis, of whichever file
+    run_id: str | None = None  # the supplier's latest run
 
 
 def _value(metadata, name):
@@ -74,6 +79,9 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
             _value(metadata, "checksum_md5"),
             raw.timestamp,
         )
+        status.file_at = raw.timestamp
+    if run:
+        status.run_id = run.dagster_run.run_id
     if ml_record:
         event = (
             ml_record.asset_materialization
@@ -83,12 +91,20 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
         metadata = event.metadata
         status.updated = max(status.updated or 0, ml_record.timestamp)
         status.attempts = _value(metadata, "attempt")
+        if ml_phase == ANALYZING:
+            status.progress = _value(metadata, "progress_percentage")
         if ml_phase == COMPLETED:
+            status.analysed_at = ml_record.timestamp
             status.items = _value(metadata, "items_total")
             status.matched = _value(metadata, "items_matched")
             status.review = _value(metadata, "items_review")
             status.errors = _value(metadata, "error_count")
         status.detail = event.description or ""
+    if ml_phase not in (COMPLETED, None):
+        last = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=[key]), limit=1
+        ).records
+        status.analysed_at = last[0].timestamp if last else None
 
     # The latest run counts if it started after the latest event, or produced it itself (a run
     # whose hand-off or submission failed has materialized raw_download just before).
@@ -118,6 +134,14 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
     elif raw:
         status.phase = "downloaded"
     return status
+
+
+WORKING = ("downloading", "analyzing", "waiting for ml-analyze")
+
+
+def busy(instance: DagsterInstance, key: str) -> bool:
+    """Is something of this supplier under way: a run, an analysis, a submission waiting?"""
+    return supplier_status(instance, key).phase in WORKING
 
 
 def _failure_reason(instance: DagsterInstance, run_id: str) -> str:

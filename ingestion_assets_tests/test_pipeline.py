@@ -11,6 +11,10 @@ import time
 import openpyxl
 import pytest
 from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    AssetRecordsFilter,
     Definitions,
     SensorResult,
     SkipReason,
@@ -100,7 +104,8 @@ def test_sensor_adds_partitions_and_requests_one_run_per_active_supplier(instanc
     result = supplier_partitions_sensor(context)
     assert isinstance(result, SensorResult)
     [add] = result.dynamic_partitions_requests
-    assert add.partition_keys == ["alfa-instrument", "beta-hardware", "gamma-paused"]
+    # An inactive supplier gets no partition: it must not count as missing.
+    assert add.partition_keys == ["alfa-instrument", "beta-hardware"]
     assert [r.partition_key for r in result.run_requests] == ["alfa-instrument", "beta-hardware"]
     assert len({r.run_key for r in result.run_requests}) == 2
 
@@ -118,6 +123,44 @@ def test_sensor_adds_partitions_and_requests_one_run_per_active_supplier(instanc
     assert {r.run_key for r in second.run_requests}.isdisjoint(
         {r.run_key for r in result.run_requests}
     )
+
+
+def test_a_supplier_marked_inactive_loses_its_partition_once_idle_and_gets_it_back(instance, sheet):
+    """Marked inactive: its partition goes (not "missing" in the UI), its history stays."""
+    instance.add_dynamic_partitions(suppliers.name, ["alfa-instrument", "gamma-paused"])
+    instance.report_runless_asset_event(
+        AssetMaterialization("raw_download", partition="gamma-paused", metadata={"size_bytes": 7})
+    )
+    sync_registry(instance, sheet)  # gamma-paused is inactive in this sheet
+    result = supplier_partitions_sensor(build_sensor_context(instance=instance))
+    requests = {type(r).__name__: r.partition_keys for r in result.dynamic_partitions_requests}
+    assert requests == {
+        "AddDynamicPartitionsRequest": ["beta-hardware"],
+        "DeleteDynamicPartitionsRequest": ["gamma-paused"],
+    }
+    assert "gamma-paused" not in [r.partition_key for r in result.run_requests]
+    instance.delete_dynamic_partition(suppliers.name, "gamma-paused")
+    # Its history is still there for the day it comes back.
+    assert instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("raw_download"), asset_partitions=["gamma-paused"]),
+        limit=1,
+    ).records
+
+
+def test_an_inactive_supplier_with_a_run_under_way_keeps_its_partition(instance, sheet):
+    instance.add_dynamic_partitions(suppliers.name, ["gamma-paused"])
+    instance.report_runless_asset_event(
+        AssetObservation(
+            "ml_analysis_result",
+            partition="gamma-paused",
+            metadata={"phase": "analyzing", "progress_percentage": 40},
+        )
+    )
+    sync_registry(instance, sheet)
+    result = supplier_partitions_sensor(build_sensor_context(instance=instance))
+    assert [type(r).__name__ for r in result.dynamic_partitions_requests] == [
+        "AddDynamicPartitionsRequest"
+    ]
 
 
 def test_initial_sync_sensor_fires_once_on_a_fresh_instance(instance, sheet):

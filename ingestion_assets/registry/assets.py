@@ -90,5 +90,6 @@ def supplier_registry(
             # Read by the partitions sensor: which partitions exist, which ones to sync.
             "supplier_keys": MetadataValue.json([s.key for s in registry.suppliers]),
             "active_supplier_keys": MetadataValue.json([s.key for s in registry.active]),
+            "supplier_names": MetadataValue.json({s.key: s.name for s in registry.suppliers}),
         },
     )

@@ -12,6 +12,7 @@ from dagster import (
 
 from ..jobs import master_sync_job, supplier_sync_job
 from ..partitions import suppliers
+from ..status import busy
 
 REGISTRY = AssetKey("supplier_registry")
 
@@ -20,8 +21,10 @@ REGISTRY = AssetKey("supplier_registry")
     job=supplier_sync_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=10
 )
 def supplier_partitions_sensor(context: SensorEvaluationContext):
-    """Each new supplier_registry: add new suppliers as partitions, request one run per active
-    supplier. Removed or inactive suppliers keep their partition and history, and are not synced."""
+    """Each new supplier_registry: add new active suppliers as partitions, request one run per
+    active supplier. A supplier marked inactive loses its partition once nothing of it is under
+    way (so that it does not count as missing; its history stays and comes back with it);
+    suppliers that left the sheet keep theirs."""
     records = context.instance.fetch_materializations(REGISTRY, limit=1).records
     if not records or records[0].storage_id <= int(context.cursor or 0):
         return SkipReason("no new supplier_registry materialization")
@@ -30,9 +33,19 @@ def supplier_partitions_sensor(context: SensorEvaluationContext):
     all_keys = metadata["supplier_keys"].value
     active_keys = metadata["active_supplier_keys"].value
     known = set(context.instance.get_dynamic_partitions(suppliers.name))
-    new_keys = [key for key in all_keys if key not in known]
+    new_keys = [key for key in active_keys if key not in known]
+    retired = [
+        key
+        for key in all_keys
+        if key in known and key not in active_keys and not busy(context.instance, key)
+    ]
+    requests = []
+    if new_keys:
+        requests.append(suppliers.build_add_request(new_keys))
+    if retired:
+        requests.append(suppliers.build_delete_request(retired))
     return SensorResult(
-        dynamic_partitions_requests=[suppliers.build_add_request(new_keys)] if new_keys else [],
+        dynamic_partitions_requests=requests,
         run_requests=[
             RunRequest(
                 partition_key=key,

@@ -1,0 +1,1 @@
+"""One screen in the Dagster UI: every supplier's phase and why (the supplier_overview asset)."""

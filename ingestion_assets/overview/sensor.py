@@ -1,0 +1,153 @@
+"""The supplier_overview asset, kept current by a sensor, and the freshness check.
+
+The sensor re-reads every supplier's status when something was written to the event log since
+its last look (or every few minutes, for freshness), and reports a new overview only when the
+table changed. No run: the overview is a runless materialization of an external asset.
+"""
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetMaterialization,
+    AssetSpec,
+    DagsterInstance,
+    DefaultSensorStatus,
+    MetadataValue,
+    SensorEvaluationContext,
+    SensorResult,
+    asset_check,
+    sensor,
+)
+
+from ..maintenance import SYNC_INTERVAL_HOURS
+from ..ml.assets import ml_analysis_result
+from ..ml.sensors import POLL_INTERVAL_S
+from ..status import all_statuses
+from .screen import Row, markdown, phase_counts, rows
+
+OVERVIEW = AssetKey("supplier_overview")
+REGISTRY = AssetKey("supplier_registry")
+FRESH_CHECK = "analyses_fresh"
+STALE_AFTER_S = 2 * SYNC_INTERVAL_HOURS * 3600  # two sync intervals
+REFRESH_S = 300  # freshness changes with time alone: look again at least this often
+
+supplier_overview = AssetSpec(
+    OVERVIEW,
+    group_name="suppliers",
+    kinds={"dagster"},
+    description=(
+        "Every supplier in one table: phase, progress, file, items, matched / review, errors, "
+        "attempts, last change, its latest run and the reason for a failure or warning. Kept "
+        "current by the supplier_overview_sensor (within a poll interval of a change)."
+    ),
+)
+
+
+def overview_rows(instance: DagsterInstance, now: float) -> list[Row]:
+    names: dict[str, str] = {}
+    inactive: set[str] = set()
+    latest = instance.fetch_materializations(REGISTRY, limit=1).records
+    materialization = latest[0].asset_materialization if latest else None
+    if materialization is not None:
+        metadata = materialization.metadata
+        names = dict(_json(metadata, "supplier_names", {}))
+        active = set(_json(metadata, "active_supplier_keys", []))
+        inactive = set(_json(metadata, "supplier_keys", [])) - active
+    return rows(all_statuses(instance), names, inactive, now, STALE_AFTER_S)
+
+
+def _json(metadata: Mapping[str, MetadataValue], name: str, default: Any) -> Any:
+    entry = metadata.get(name)
+    return entry.value if entry is not None else default
+
+
+def overview_event(table: list[Row]) -> AssetMaterialization:
+    counts = phase_counts(table)
+    summary = ", ".join(f"{n} {phase}" for phase, n in counts.items() if n) or "no suppliers"
+    return AssetMaterialization(
+        asset_key=OVERVIEW,
+        description=f"{len(table)} suppliers: {summary}",
+        metadata={
+            "suppliers": MetadataValue.md(markdown(table)),
+            **{f"phase: {phase}": n for phase, n in counts.items()},
+        },
+    )
+
+
+def freshness_evaluation(table: list[Row]) -> AssetCheckEvaluation:
+    stale = [row for row in table if row.stale]
+    return AssetCheckEvaluation(
+        asset_key=ml_analysis_result.key,
+        check_name=FRESH_CHECK,
+        passed=not stale,
+        severity=AssetCheckSeverity.WARN,
+        description=_stale_description(stale),
+        metadata={"stale_suppliers": ", ".join(row.status.key for row in stale) or "none"},
+    )
+
+
+def _stale_description(stale: list[Row]) -> str:
+    if not stale:
+        return "every active supplier was analysed within two sync intervals"
+    return "\n".join(
+        f"{row.status.key}: {row.stale}"
+        + (f"; {row.phase}: {row.reason}" if row.reason else f"; {row.phase}")
+        for row in stale
+    )
+
+
+@sensor(
+    minimum_interval_seconds=max(1, POLL_INTERVAL_S - 1),
+    default_status=DefaultSensorStatus.RUNNING,
+)
+def supplier_overview_sensor(context: SensorEvaluationContext) -> SensorResult:
+    """Keeps the supplier_overview table and the analyses_fresh check current."""
+    return evaluate(context.instance, context.cursor, time.time())
+
+
+def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> SensorResult:
+    cursor = json.loads(cursor_text) if cursor_text else {}
+    newest = instance.event_log_storage.get_maximum_record_id() or 0
+    if newest == cursor.get("newest") and now - cursor.get("at", 0) < REFRESH_S:
+        return SensorResult(skip_reason="nothing changed", cursor=cursor_text)
+    table = overview_rows(instance, now)
+    event = overview_event(table)
+    digest = hashlib.md5(
+        str(event.metadata["suppliers"].value).encode(), usedforsecurity=False
+    ).hexdigest()
+    stale = sorted(row.status.key for row in table if row.stale)
+    events: list[AssetMaterialization | AssetCheckEvaluation] = []
+    if digest != cursor.get("digest"):
+        events.append(event)
+    if stale != cursor.get("stale"):
+        events.append(freshness_evaluation(table))
+    new_cursor = {"newest": newest, "at": now, "digest": digest, "stale": stale}
+    return SensorResult(
+        asset_events=events,
+        cursor=json.dumps(new_cursor),
+        skip_reason=None if events else "the overview is current",
+    )
+
+
+@asset_check(asset=ml_analysis_result, name=FRESH_CHECK)
+def analyses_fresh(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    """Warns when an active supplier's last successful analysis is older than two sync
+    intervals, naming each with its phase and reason. The overview sensor reports it as that
+    changes; running it by hand re-reads the event log."""
+    table = overview_rows(context.instance, time.time())
+    evaluation = freshness_evaluation(table)
+    return AssetCheckResult(
+        passed=evaluation.passed,
+        severity=AssetCheckSeverity.WARN,
+        description=evaluation.description,
+        metadata=evaluation.metadata,
+    )
