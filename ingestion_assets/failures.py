@@ -8,10 +8,14 @@ down: the submission waits). The run is tagged so the daemon does not retry it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
-from dagster import AssetExecutionContext, Failure
+from dagster import AssetExecutionContext, AssetKey, Failure
+
+Step = TypeVar("Step", bound=Callable[..., Any])
 
 NO_RUN_RETRY = {"dagster/retry_on_asset_or_op_failure": "false"}
 
@@ -33,3 +37,57 @@ def failure(
     if not retryable or retried_elsewhere:
         no_run_retry(context)
     return Failure(message, allow_retries=retryable, metadata=dict(metadata or {}))
+
+
+def names_the_supplier(step: Step) -> Step:
+    """A supplier step's safety net: an error nobody foresaw still fails the step with the
+    supplier named first ("Supplier 'X' (key): raw_download failed unexpectedly: …"), not with
+    Dagster's "Error occurred while executing op" and a stack trace. Run retries stay on: an
+    unknown cause may heal."""
+
+    def fail(context: AssetExecutionContext, exc: Exception) -> Failure:
+        return failure(
+            context,
+            f"{supplier_label(context)}: {context.op_def.name} failed unexpectedly: "
+            f"{type(exc).__name__}: {exc}",
+            retryable=True,
+        )
+
+    if inspect.isgeneratorfunction(step):
+
+        @functools.wraps(step)
+        def generator_step(
+            context: AssetExecutionContext, *args: Any, **kwargs: Any
+        ) -> Iterator[Any]:
+            try:
+                yield from step(context, *args, **kwargs)
+            except Failure:
+                raise
+            except Exception as exc:
+                raise fail(context, exc) from exc
+
+        return generator_step  # type: ignore[return-value]
+
+    @functools.wraps(step)
+    def plain_step(context: AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(context, *args, **kwargs)
+        except Failure:
+            raise
+        except Exception as exc:
+            raise fail(context, exc) from exc
+
+    return plain_step  # type: ignore[return-value]
+
+
+def supplier_label(context: AssetExecutionContext) -> str:
+    """ "Supplier 'Name' (key)", the name from the last master sheet read when it has it."""
+    key = context.partition_key
+    try:
+        records = context.instance.fetch_materializations(AssetKey("supplier_registry"), limit=1)
+        latest = records.records[0].asset_materialization if records.records else None
+        names = latest.metadata.get("supplier_names") if latest else None
+        name = str(names.value.get(key, key)) if names is not None else key
+    except Exception:  # the label must never hide the error it reports
+        name = key
+    return f"Supplier '{name}' ({key})"

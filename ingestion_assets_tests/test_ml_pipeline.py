@@ -155,6 +155,9 @@ def test_a_supplier_goes_from_master_sheet_to_a_completed_analysis(
     assert metadata["error_count"] == 1 and "по запросу" in metadata["first_errors"]
     assert metadata["outcome"] == "completed with warnings"
     assert metadata["attempt"] == 1
+    # Reported by the sensor, the outcome links back to the run that submitted it.
+    assert metadata["submitted_by_run"] == run.run_id
+    assert list(materialization.metadata)[0] == "submitted_by_run"
     assert result.run_requests == []  # a first success needs no check run
     assert latest_ml_state(instance, "alfa")[0] == "completed"
 

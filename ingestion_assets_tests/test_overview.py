@@ -141,7 +141,7 @@ def test_the_sensor_reports_the_table_when_something_changed_and_only_then(
     [overview, fresh] = first.asset_events
     assert isinstance(overview, AssetMaterialization)
     assert overview.asset_key == AssetKey("supplier_overview")
-    table = overview.metadata["suppliers"].value
+    table = overview.metadata["suppliers, with links"].value
     assert "[Alfa](" in table and "**never synced**" in table
     assert "[Paused](" in table and "**inactive**" in table
     assert overview.metadata["phase: inactive"].value == 1
@@ -163,7 +163,7 @@ def test_the_sensor_reports_the_table_when_something_changed_and_only_then(
     )
     changed = tick(instance, quiet.cursor)
     [overview] = changed.asset_events
-    assert "**analyzing: 40 %**" in overview.metadata["suppliers"].value
+    assert "**analyzing: 40 %**" in overview.metadata["suppliers, with links"].value
 
 
 def test_freshness_is_looked_at_again_with_time_alone(instance, server, tmp_path):

@@ -18,12 +18,15 @@ from dagster import (
     Definitions,
     SensorResult,
     SkipReason,
+    asset,
     build_sensor_context,
     instance_for_test,
+    materialize,
 )
 
 from ingestion_assets.courier.source_retries import source_retry_sensor
 from ingestion_assets.definitions import defs
+from ingestion_assets.failures import names_the_supplier
 from ingestion_assets.maintenance import shared_file_cleanup
 from ingestion_assets.partitions import suppliers
 from ingestion_assets.registry.sensors import initial_master_sync_sensor, supplier_partitions_sensor
@@ -371,3 +374,32 @@ def test_cleanup_job_reports_what_it_removed(instance, sheet, tmp_path):
     assert visible_files(shared) == []
     # The staged copy stays: it is the supplier's newest, what a retry hands off again.
     assert len(visible_files(tmp_path / "downloads" / "beta-hardware")) == 1
+
+
+def test_an_error_nobody_foresaw_still_names_the_supplier_first(instance, sheet):
+    """The safety net on every supplier step: the cause in the user's words, supplier first,
+    not Dagster's "Error occurred while executing op" and a stack trace."""
+
+    @asset(partitions_def=suppliers)
+    @names_the_supplier
+    def broken_step(context) -> None:
+        raise KeyError("price_column")
+
+    @asset(partitions_def=suppliers)
+    @names_the_supplier
+    def broken_generator(context):
+        yield AssetObservation("broken_generator", partition=context.partition_key)
+        raise OSError("disk on fire")
+
+    sync_registry(instance, sheet)  # the names come from the last master sheet read
+    instance.add_dynamic_partitions(suppliers.name, ["alfa-instrument"])
+    for step, cause in ((broken_step, "KeyError: 'price_column'"), (broken_generator, "OSError")):
+        result = materialize(
+            [step], instance=instance, partition_key="alfa-instrument", raise_on_error=False
+        )
+        assert not result.success
+        message = failure_message(result)
+        assert message.startswith(
+            f"Supplier 'Альфа Инструмент' (alfa-instrument): {step.op.name} failed unexpectedly: "
+        )
+        assert cause in message

@@ -186,6 +186,92 @@ def test_asset_graph_shows_the_pipeline(shot):
         shot(f"{asset}-lineage")
 
 
+# Where each demo supplier must stand on the overview, and words its row must show.
+OVERVIEW_EXPECTED = {
+    "epsilon-moved": ("failed", "HTTP 404"),  # a source that is gone
+    "zeta-wholesale": ("analyzing", "%"),  # a big file, analysed slowly
+    "alfa-instrument": ("complete", ""),
+    "delta-paused": ("inactive", "marked inactive in the master sheet"),
+}
+OVERVIEW_QUERY = """
+query {
+  assetNodeOrError(assetKey: {path: ["supplier_overview"]}) {
+    ... on AssetNode {
+      assetMaterializations(limit: 1) {
+        metadataEntries { label ... on MarkdownMetadataEntry { mdStr } }
+      }
+    }
+  }
+}
+"""
+
+
+def overview_phases(product: Product) -> dict[str, str]:
+    """Each supplier key's phase cell in the latest overview the sensor reported."""
+    node = product.graphql(OVERVIEW_QUERY)["assetNodeOrError"]
+    found = node.get("assetMaterializations") or []
+    table = next(
+        (
+            e["mdStr"]
+            for e in (found[0]["metadataEntries"] if found else [])
+            if e["label"] == "suppliers, with links"
+        ),
+        "",
+    )
+    phases = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        key = re.search(r"`([^`]+)`", cells[0])
+        if key:
+            phases[key.group(1)] = cells[1]
+    return phases
+
+
+def test_the_overview_shows_every_supplier_where_it_stands(shot, product):
+    """One page, every supplier: failing, analysing, complete, inactive, each shown as such."""
+    from playwright.sync_api import expect
+
+    page = shot.page
+    deadline = time.monotonic() + COMPLETION_TIMEOUT_S
+    while True:
+        phases = overview_phases(product)
+        if all(word in phases.get(key, "") for key, (word, _) in OVERVIEW_EXPECTED.items()):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the overview never showed every expected state: {phases}\n{product.log_tail()}"
+            )
+        time.sleep(2)
+
+    # The overview asset's page shows the table in place.
+    page.goto("/assets/supplier_overview")
+    table = page.locator("td table").filter(has_text="last change (UTC)")  # in the metadata
+    expect(table).to_be_visible()
+    for key, (phase, words) in OVERVIEW_EXPECTED.items():
+        row = table.get_by_role("row").filter(has_text=f"({key})")
+        expect(row).to_contain_text(phase)
+        expect(row).to_contain_text(words)
+    shot("overview")
+
+    # The same table with links, wide, in a dialog: each supplier to its partition, each run
+    # to its page.
+    page.get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog").filter(has_text="suppliers, with links")
+    links = dialog.locator("table")
+    expect(links).to_be_visible()
+    for key, (phase, words) in OVERVIEW_EXPECTED.items():
+        row = links.get_by_role("row").filter(has_text=key)
+        expect(row).to_contain_text(phase)
+        expect(row).to_contain_text(words)
+    alfa = links.get_by_role("link", name="Альфа Инструмент")
+    expect(alfa).to_have_attribute("href", re.compile(r"partition=alfa-instrument"))
+    shot("overview-with-links")
+    links.get_by_role("row").filter(has_text="epsilon-moved").locator('a[href^="/runs/"]').click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    expect(page.get_by_text("partition: epsilon-moved").first).to_be_visible()
+    shot("overview-failed-supplier-run")
+
+
 def test_partition_materialized_from_the_ui_reaches_completion(shot, product):
     from playwright.sync_api import expect
 

@@ -21,7 +21,7 @@ from .. import pools
 from ..catalogue.assets import synced_supplier_ids
 from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
-from ..failures import failure
+from ..failures import failure, names_the_supplier
 from ..fetching.errors import FetchError
 from ..fetching.fetcher import FetchedFile
 from ..fetching.google_sheets import XLSX_MIME
@@ -140,6 +140,7 @@ class SourceConfig(Config):
     kinds={"python"},
     pool=pools.DOWNLOADS,
 )
+@names_the_supplier
 def raw_download(
     context: AssetExecutionContext,
     config: SourceConfig,
@@ -241,6 +242,7 @@ def raw_download(
     kinds={"python"},
     check_specs=[AssetCheckSpec("checksum_matches_sidecar", asset="shared_file")],
 )
+@names_the_supplier
 def shared_file(
     context: AssetExecutionContext,
     raw_download: RawDownload,

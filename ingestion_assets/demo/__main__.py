@@ -58,6 +58,21 @@ def _gamma_workbook(path: Path) -> None:
     wb.save(path)
 
 
+ZETA_ROWS = 15_000  # at the reference's row delay, minutes of "analyzing N %" to watch
+
+
+def _zeta_csv(path: Path) -> None:
+    """A big wholesale list: the reference ml-analyze takes a while over it, showing progress."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["sku", "name", "price"])
+    for n in range(ZETA_ROWS):
+        writer.writerow(
+            [f"Z-{n:05d}", f"Wood screw 4x{30 + n % 50} mm, box of {100 + n % 7}", 3 + n % 40]
+        )
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+
 def write_demo(root: Path, http_port: int) -> Path:
     files, web = root / "files", root / "web"
     files.mkdir(parents=True, exist_ok=True)
@@ -66,6 +81,7 @@ def write_demo(root: Path, http_port: int) -> Path:
         (files / "alfa-instrument.xlsx", _alfa_workbook),
         (files / "beta-hardware.csv", _beta_csv),
         (web / "gamma-supply.xlsx", _gamma_workbook),
+        (files / "zeta-wholesale.csv", _zeta_csv),
     ):
         if not path.exists():
             writer(path)
@@ -96,6 +112,22 @@ def write_demo(root: Path, http_port: int) -> Path:
             "no",
             "yes",
             "inactive: not synced",
+        ],
+        [
+            "Epsilon Moved",
+            f"http://127.0.0.1:{http_port}/epsilon-moved.xlsx",
+            "url",
+            "yes",
+            "yes",
+            "fails: the file is no longer there (HTTP 404)",
+        ],
+        [
+            "Zeta Wholesale",
+            "zeta-wholesale.csv",
+            "csv",
+            "yes",
+            "yes",
+            f"{ZETA_ROWS:,} rows: analysed slowly, to watch the progress",
         ],
         [
             "Broken Row",

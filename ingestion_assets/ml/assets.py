@@ -19,7 +19,7 @@ from ..catalogue.assets import synced_supplier_ids
 from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
 from ..courier.assets import SharedFile, describe
-from ..failures import failure
+from ..failures import failure, names_the_supplier
 from ..handoff.atomic import file_md5
 from ..partitions import suppliers
 from ..resources import CatalogueResource, MLAnalyzeResource
@@ -49,6 +49,7 @@ class AnalysisConfig(Config):
     pool=pools.ML_ANALYZE,
     output_required=False,
 )
+@names_the_supplier
 def ml_analysis_result(
     context: AssetExecutionContext,
     config: AnalysisConfig,

@@ -12,6 +12,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
     DefaultSensorStatus,
+    MetadataValue,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -78,6 +79,7 @@ def ingest_submissions(instance: DagsterInstance, state: TrackerState) -> None:
             fresh_cursor and _resolved_later(instance, job.partition, record.storage_id)
         ):
             continue
+        job.run_id = record.run_id or ""
         state.jobs[job.job_id] = job
 
 
@@ -144,6 +146,10 @@ def _resolved_later(instance: DagsterInstance, partition: str, storage_id: int) 
     return bool(latest) and latest[0].storage_id > storage_id
 
 
+def _submitted_by(job: TrackedJob) -> dict[str, MetadataValue]:
+    return {"submitted_by_run": MetadataValue.dagster_run(job.run_id)} if job.run_id else {}
+
+
 def _said(errors: tuple[str, ...], limit: int = 10) -> str:
     return "\n".join(errors[:limit]) or "none"
 
@@ -173,7 +179,8 @@ def _events_for(
             asset_key=ML_RESULT,
             partition=job.partition,
             description=f"Analysis {metadata['outcome']}: {status.items_total} items{warnings}",
-            metadata=metadata,
+            # Reported by the sensor, not a run: name the run that submitted it, as a link.
+            metadata={**_submitted_by(job), **metadata},
         )
     elif outcome.kind == RESUBMIT:
         yield phase_observation(

@@ -38,6 +38,7 @@ class TrackedJob:
     progress_mark: str = ""
     last_change_at: float = 0.0
     resubmit_at: float = 0.0  # a failed attempt waits until then before the next one
+    run_id: str = ""  # the run that submitted it: the UI links the outcome back to it
 
     def moved(self, status: JobStatus, now: float) -> bool:
         """Record the job's position; True when it changed since the last poll."""

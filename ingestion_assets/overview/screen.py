@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from dagster import MetadataValue, TableColumn, TableMetadataValue, TableRecord, TableSchema
+
 from ..status import SupplierStatus
 
 INACTIVE = "inactive"
@@ -115,6 +117,46 @@ def markdown(table: list[Row], ui_base: str = "") -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+COLUMNS = (
+    "supplier",
+    "phase",
+    "reason",
+    "items",
+    "matched",
+    "review",
+    "errors",
+    "attempts",
+    "file",
+    "last change (UTC)",
+    "run",
+)
+
+
+def table_value(table: list[Row]) -> TableMetadataValue:
+    """The same rows as a Dagster table, which the UI shows in place (the Markdown one, with
+    its links, opens in a dialog)."""
+    records = [
+        TableRecord(
+            {
+                "supplier": f"{row.name} ({row.status.key})",
+                "phase": row.phase + (f" ⚠ {row.stale}" if row.stale else ""),
+                "reason": row.reason or "-",
+                "items": _number(row.status.items),
+                "matched": _number(row.status.matched),
+                "review": _number(row.status.review),
+                "errors": _number(row.status.errors),
+                "attempts": _number(row.status.attempts),
+                "file": _file(row.status),
+                "last change (UTC)": _when(row.status.updated),
+                "run": row.status.run_id[:8] if row.status.run_id else "-",
+            }
+        )
+        for row in table
+    ]
+    schema = TableSchema(columns=[TableColumn(name, "string") for name in COLUMNS])
+    return MetadataValue.table(records, schema)
 
 
 def _cell(text: str) -> str:

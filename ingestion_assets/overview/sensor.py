@@ -32,7 +32,7 @@ from ..maintenance import SYNC_INTERVAL_HOURS
 from ..ml.assets import ml_analysis_result
 from ..ml.sensors import POLL_INTERVAL_S
 from ..status import all_statuses
-from .screen import Row, markdown, phase_counts, rows
+from .screen import Row, markdown, phase_counts, rows, table_value
 
 OVERVIEW = AssetKey("supplier_overview")
 REGISTRY = AssetKey("supplier_registry")
@@ -77,7 +77,8 @@ def overview_event(table: list[Row]) -> AssetMaterialization:
         asset_key=OVERVIEW,
         description=f"{len(table)} suppliers: {summary}",
         metadata={
-            "suppliers": MetadataValue.md(markdown(table)),
+            "suppliers": table_value(table),
+            "suppliers, with links": MetadataValue.md(markdown(table)),
             **{f"phase: {phase}": n for phase, n in counts.items()},
         },
     )
@@ -122,7 +123,7 @@ def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> 
     table = overview_rows(instance, now)
     event = overview_event(table)
     digest = hashlib.md5(
-        str(event.metadata["suppliers"].value).encode(), usedforsecurity=False
+        str(event.metadata["suppliers, with links"].value).encode(), usedforsecurity=False
     ).hexdigest()
     stale = sorted(row.status.key for row in table if row.stale)
     events: list[AssetMaterialization | AssetCheckEvaluation] = []
