@@ -114,9 +114,9 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
         or (latest is not None and latest.run_id == run.dagster_run.run_id)
     )
     if run and run.dagster_run.status in IN_PROGRESS and run_is_newest:
-        status.phase, status.detail = (
-            "downloading",
-            f"run {run.dagster_run.run_id[:8]} {run.dagster_run.status.value.lower()}",
+        status.phase = "downloading"
+        status.detail = _download_progress(instance, key, run.dagster_run.run_id) or (
+            f"run {run.dagster_run.run_id[:8]} {run.dagster_run.status.value.lower()}"
         )
     elif run and run.dagster_run.status == DagsterRunStatus.FAILURE and run_is_newest:
         status.phase, status.detail = "failed", _failure_reason(instance, run.dagster_run.run_id)
@@ -134,6 +134,17 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
     elif raw:
         status.phase = "downloaded"
     return status
+
+
+def _download_progress(instance: DagsterInstance, key: str, run_id: str) -> str | None:
+    """"Downloading: 12.0 MB of 50.0 MB", when this run has reported bytes so far."""
+    latest = instance.fetch_observations(
+        AssetRecordsFilter(asset_key=RAW, asset_partitions=[key]), limit=1
+    ).records
+    if latest and latest[0].run_id == run_id:
+        observation = latest[0].asset_observation
+        return observation.description if observation else None
+    return None
 
 
 WORKING = ("downloading", "analyzing", "waiting for ml-analyze")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from dagster import instance_for_test
@@ -140,3 +141,37 @@ def test_a_run_failed_after_its_last_step_does_not_hide_the_analysis_completed_s
 
     [status] = all_statuses(instance)
     assert status.phase == "complete"
+
+
+def test_a_slow_download_shows_its_bytes_so_far(instance, server, tmp_path):
+    """A file that takes seconds to arrive: the supplier shows as downloading, with the bytes
+    so far, while its run is still under way."""
+    import threading
+
+    from ingestion_assets.fetching.streaming import human_size
+
+    from .drills.sources import slow_body
+
+    body = CSV * 4000  # about 100 KB, in 8 pieces a second apart
+    rows = [["Slow", server.route("/slow.csv", slow_body(body, 8, 1.0)), "csv", "yes", "no"]]
+    server.route("/master.csv", loopback.file_body(master_sheet_csv(rows)))
+    resources = courier_resources(tmp_path, server.url("/master.csv"))
+    sync_registry(instance, resources)
+    instance.add_dynamic_partitions("suppliers", ["slow"])
+    run = threading.Thread(
+        target=sync_supplier, args=(instance, resources, "slow"), kwargs={"selection": FULL}
+    )
+    run.start()
+    seen = []
+    try:
+        while run.is_alive():
+            [status] = all_statuses(instance)
+            if status.phase == "downloading":
+                seen.append(status.detail)
+            time.sleep(0.2)
+    finally:
+        run.join()
+    total = human_size(len(body))
+    in_bytes = [d for d in seen if d.startswith("Downloading: ") and d.endswith(f" of {total}")]
+    assert in_bytes, f"never showed the bytes so far; seen: {seen[:5]}"
+    assert all_statuses(instance)[0].phase == "ML off"

@@ -9,6 +9,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
     Config,
     DataVersion,
     MetadataValue,
@@ -177,8 +178,15 @@ def raw_download(
     context.log.info(f"{describe(supplier, source)}: fetching ({supplier.format})")
 
     def progress(done: int, total: int | None) -> None:
-        context.log.info(
-            f"{supplier.key}: {human_size(done)} / {human_size(total) if total else '?'}"
+        # An observation, not only a log line: the partition and the overview show it.
+        so_far = f"{human_size(done)} of {human_size(total) if total else '?'}"
+        context.log_event(
+            AssetObservation(
+                asset_key=context.asset_key,
+                partition=context.partition_key,
+                description=f"Downloading: {so_far}",
+                metadata={"bytes_so_far": done, **({"bytes_total": total} if total else {})},
+            )
         )
 
     try:
