@@ -159,6 +159,9 @@ def test_a_supplier_goes_from_master_sheet_to_a_completed_analysis(
     assert metadata["submitted_by_run"] == run.run_id
     assert list(materialization.metadata)[0] == "submitted_by_run"
     assert result.run_requests == []  # a first success needs no check run
+    # The first analysis to end evaluates the check: it never shows passed before it ran.
+    [check] = [e for e in result.asset_events if type(e).__name__ == "AssetCheckEvaluation"]
+    assert check.passed and check.check_name == "analysis_succeeded"
     assert latest_ml_state(instance, "alfa")[0] == "completed"
 
 

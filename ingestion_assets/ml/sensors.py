@@ -247,7 +247,7 @@ def _check_evaluation(state, outcome: Outcome) -> AssetCheckEvaluation:
             "ml_analyze_errors": errors,
         }
     else:
-        description = f"{job.partition} recovered: its analysis completed (job {job.job_id})"
+        description = f"{job.partition}: its analysis completed (job {job.job_id})"
         metadata = {"supplier": job.partition}
     return AssetCheckEvaluation(
         asset_key=ML_RESULT,
@@ -357,13 +357,18 @@ def evaluate(
             # Back off between attempts: a cause that heals (a busy service) gets time to.
             job.resubmit_at = now + retry_in
             state.resubmits[job.job_id] = job
-        # The check changes when a supplier fails for good, and when a failed one recovers.
+        # The check changes when a supplier fails for good, and when a failed one recovers;
+        # the first analysis to end evaluates it (until then it shows "not evaluated").
         if outcome.kind == GIVE_UP:
             state.failed_checks = sorted({*state.failed_checks, job.partition})
             events.append(_check_evaluation(state, outcome))
-        elif outcome.kind == COMPLETED and job.partition in state.failed_checks:
+            state.check_evaluated = True
+        elif outcome.kind == COMPLETED and (
+            job.partition in state.failed_checks or not state.check_evaluated
+        ):
             state.failed_checks = [p for p in state.failed_checks if p != job.partition]
             events.append(_check_evaluation(state, outcome))
+            state.check_evaluated = True
 
     if unreachable:
         # Keep every job; back off 2×, 4×, … the poll interval, up to 5 minutes.

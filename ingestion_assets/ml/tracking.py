@@ -61,6 +61,7 @@ class TrackerState:
     backoff_until: float = 0.0
     unreachable_ticks: int = 0
     failed_checks: list[str] = field(default_factory=list)  # partitions whose check last failed
+    check_evaluated: bool = False  # analysis_succeeded reported at least once
     resubmits: dict[str, TrackedJob] = field(default_factory=dict)  # failed, waiting to retry
     # Submissions waiting for ml-analyze to be ready, by partition: `job_id` names the waiting
     # observation, `submitted_at` is when the wait began (ML_WAIT_LIMIT_MINUTES counts from it).
