@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +24,6 @@ from ingestion_assets.handoff.sidecar import SIDECAR_SUFFIX, FileMetadata
 
 from .. import loopback
 from .harness import (
-    BIN,
     Courier,
     DrillFailed,
     MLService,
@@ -114,18 +112,6 @@ def sidecar_for(supplier_id: str, name: str, data: bytes) -> bytes:
         )
         .model_dump_json(indent=2)
         .encode()
-    )
-
-
-def launch(courier: Courier, job: str) -> None:
-    """`dagster job launch`, as a user launches a job from the UI: queued, run by the daemon."""
-    subprocess.run(
-        [str(BIN / "dagster"), "job", "launch", "-w", str(courier.workspace), "-j", job],
-        env=courier.env,
-        cwd=courier.root,
-        check=True,
-        capture_output=True,
-        timeout=120,
     )
 
 
@@ -232,7 +218,7 @@ def _run(ctx, result: Result, server, shared: Path) -> None:
         problems += audit_full["problems"]
 
         # 2. The clean-up job, launched by hand, removes the expired files.
-        launch(courier, "shared_file_cleanup")
+        courier.launch("shared_file_cleanup")
         wait_for(
             lambda: (
                 runs_by_status(instance, "shared_file_cleanup").get("SUCCESS")
@@ -252,7 +238,7 @@ def _run(ctx, result: Result, server, shared: Path) -> None:
         free_after_cleanup = free_bytes(shared)
 
         # 3. The next master sync, launched by hand: both suppliers reach ml-analyze.
-        launch(courier, "master_sync")
+        courier.launch("master_sync")
         wait_for(
             lambda: (
                 len(instance.get_runs(RunsFilter(job_name="supplier_sync")))

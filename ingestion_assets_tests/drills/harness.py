@@ -167,8 +167,16 @@ class MLService:
     """The reference ml-analyze as its own process, so that it can be SIGKILLed and restarted
     on the same port and database."""
 
-    def __init__(self, procs: Processes, db: Path, *, row_delay_ms: int = 0, max_jobs: int = 2):
-        self.procs, self.db = procs, db
+    def __init__(
+        self,
+        procs: Processes,
+        db: Path,
+        *,
+        row_delay_ms: int = 0,
+        max_jobs: int = 2,
+        options: tuple[str, ...] = (),
+    ):
+        self.procs, self.db, self.options = procs, db, options
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.row_delay_ms, self.max_jobs = row_delay_ms, max_jobs
@@ -179,7 +187,7 @@ class MLService:
         argv = [sys.executable, "-m", "ml_analyze_reference", "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), "--db", str(self.db), "--log-level", "warning"]
         argv += ["--row-delay-ms", str(self.row_delay_ms)]
-        argv += ["--max-concurrent-jobs", str(self.max_jobs)]
+        argv += ["--max-concurrent-jobs", str(self.max_jobs), *self.options]
         proc = self.procs.spawn("ml-analyze", argv, dict(os.environ), self.db.parent)
 
         def healthy():
@@ -203,6 +211,14 @@ class MLService:
         with contextlib.closing(sqlite3.connect(self.db, timeout=10)) as db:
             db.row_factory = sqlite3.Row
             return [dict(row) for row in db.execute("SELECT * FROM jobs")]
+
+    def messages(self, job_id: str) -> list[str]:
+        """What ml-analyze recorded against a job (its errors), read from its database."""
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(self.db, timeout=10)) as db:
+            query = "SELECT message FROM problems WHERE job_id = ? ORDER BY id"
+            return [row[0] for row in db.execute(query, (job_id,))]
 
 
 # Shipped, the run queue used to launch runs one at a time, each launch waiting until the run's
@@ -315,6 +331,17 @@ class Courier:
 
     def kill_daemon(self) -> None:
         self.procs.kill("daemon")
+
+    def launch(self, job: str) -> None:
+        """`dagster job launch`, as a user launches a job from the UI: queued, run by the daemon."""
+        subprocess.run(
+            [str(BIN / "dagster"), "job", "launch", "-w", str(self.workspace), "-j", job],
+            env=self.env,
+            cwd=self.root,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def daemon_alive(self) -> bool:
         proc = self.procs.started.get("daemon")

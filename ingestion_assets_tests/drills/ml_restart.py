@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import subprocess
 import sys
 import time
 import uuid
@@ -22,7 +21,6 @@ from ingestion_assets.registry.validation import SUPPLIER_NAMESPACE
 
 from .. import loopback
 from .harness import (
-    BIN,
     Courier,
     DrillFailed,
     MLService,
@@ -130,22 +128,7 @@ def _run(ctx, result: Result, server) -> None:
         run_retries = [r for r in runs if "dagster/retry_number" in r.tags]
 
         # A second sync of the very same files: the analyses completed, nothing is submitted.
-        subprocess.run(
-            [
-                str(BIN / "dagster"),
-                "job",
-                "launch",
-                "-w",
-                str(courier.workspace),
-                "-j",
-                "master_sync",
-            ],
-            env=courier.env,
-            cwd=courier.root,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        courier.launch("master_sync")
         wait_for(
             lambda: (
                 len(instance.fetch_materializations(AssetKey("supplier_registry"), limit=5).records)
