@@ -19,24 +19,21 @@ DEV_ENV := DAGSTER_HOME=$(CURDIR)/.dagster_home \
 .PHONY: dev test lint lock clean status bench
 
 $(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pyproject.toml
+	@echo "Installing into $(VENV) (once; about a minute) ..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --constraint requirements.lock \
-		--editable '.[test]' --editable deployment/ml_analyze_reference
+	$(BIN)/pip install --progress-bar off --constraint requirements.lock \
+		--editable '.[test]' --editable deployment/ml_analyze_reference \
+		| grep --line-buffered -E '^(Collecting|Successfully|ERROR)' || true
+	$(BIN)/python -c 'import dagster, ingestion_assets, ml_analyze_reference'
 	touch $(STAMP)
 
 ## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start,
 ## beside the reference ml-analyze (:8001) and a static server for the demo's URL source (:8010),
-## both writing into an embedded SQLite catalogue (.data/catalogue.sqlite3).
+## both writing into an embedded SQLite catalogue (.data/catalogue.sqlite3). Ctrl-C stops it all;
+## logs in .data/logs/.
 dev: $(STAMP)
-	mkdir -p .dagster_home .data/inbox && cp deployment/dev/dagster.yaml .dagster_home/dagster.yaml
-	$(DEV_ENV) $(BIN)/dagster instance migrate >/dev/null  # create the SQLite storage before the daemons race for it
-	$(BIN)/python -m ingestion_assets.demo .data/demo --http-port $(DEMO_HTTP_PORT)
-	@trap 'kill 0' EXIT INT TERM; \
-	$(BIN)/python -m http.server $(DEMO_HTTP_PORT) --bind 127.0.0.1 --directory .data/demo/web >/dev/null 2>&1 & \
-	$(BIN)/python -m ml_analyze_reference --host 127.0.0.1 --port $(ML_PORT) \
-		--db .data/ml-analyze-reference.sqlite3 --row-delay-ms 200 \
-		--catalogue-db sqlite:///$(CURDIR)/.data/catalogue.sqlite3 >.data/ml-analyze-reference.log 2>&1 & \
-	$(DEV_ENV) $(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
+	@$(DEV_ENV) exec $(BIN)/python -m ingestion_assets.demo.run --ui-port 3000 \
+		--ml-port $(ML_PORT) --http-port $(DEMO_HTTP_PORT)
 
 ## make test: the whole test suite, against real servers on loopback.
 test: $(STAMP)

@@ -1,12 +1,12 @@
-"""The whole product, started as `make dev` starts it, for end-to-end tests: the demo data, the
-static server of the demo's URL source, the reference ml-analyze and `dagster dev` (webserver +
-daemon), on free loopback ports under one temporary root laid out like the repository
-(`<root>/.dagster_home`, `<root>/.data/...`).
+"""The whole product, started by the very command `make dev` runs (`python -m
+ingestion_assets.demo.run`: the demo data, the static server of the demo's URL source, the
+reference ml-analyze and `dagster dev`), on free loopback ports under one temporary root laid out
+like the repository (`<root>/.dagster_home`, `<root>/.data/...`).
 
-The environment of `dagster dev` is the Makefile's own `DEV_ENV`, read from the Makefile with
-`$(CURDIR)` pointing at the root and the ports replaced, so a variable added there reaches these
-tests too. Each process runs in its own session (process group); `stop()` ends the groups,
-and whatever they spawned, whatever happened.
+Its environment is the Makefile's own `DEV_ENV`, read from the Makefile with `$(CURDIR)` pointing
+at the root and the ports replaced, so a variable added there reaches these tests too. `stop()`
+stops it as Ctrl-C does (SIGINT to its process group) and records how it ended; whatever is left
+afterwards is killed, and listed in `leftovers`.
 
     with Product(tmp_path) as product:
         product.ui_url       # http://127.0.0.1:<port>, the Dagster UI, code location loaded
@@ -30,13 +30,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-LOCATION_STATUS = """
-query { workspaceOrError { ... on Workspace { locationEntries {
-    name loadStatus
-    locationOrLoadError { __typename ... on PythonError { message } }
-} } } }
-"""
 
 
 def free_port() -> int:
@@ -76,12 +69,11 @@ class Product:
         *,
         row_delay_ms: int = 20,
         extra_env: dict[str, str] | None = None,
-        startup_timeout: float = 120,
+        startup_timeout: float = 180,
     ) -> None:
         self.root = Path(root).resolve()
-        self.data = self.root / ".data"
-        self.demo = self.data / "demo"
-        self.logs = self.root / "logs"
+        self.logs = self.root / ".data" / "logs"
+        self.output = self.root / "make-dev.out"  # what `make dev` prints in the terminal
         self.row_delay_ms = row_delay_ms
         self.startup_timeout = startup_timeout
         self.ui_port, self.ml_port, self.http_port = free_port(), free_port(), free_port()
@@ -92,8 +84,9 @@ class Product:
             **dev_env(REPO / "Makefile", self.root, self.ml_port, self.http_port),
             **(extra_env or {}),
         }
-        self.dagster_home = Path(self.env["DAGSTER_HOME"])
-        self._procs: dict[str, subprocess.Popen] = {}
+        self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None
+        self.leftovers: list[str] = []  # processes still alive after the stop (killed then)
         self._http = httpx.Client(timeout=10)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -110,76 +103,58 @@ class Product:
         self.stop()
 
     def start(self) -> Product:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.dagster_home.mkdir(parents=True, exist_ok=True)
-        if self.env.get("INBOX_DIR"):  # as make dev: the inbox exists from the start
-            Path(self.env["INBOX_DIR"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy(
-            REPO / "deployment" / "dev" / "dagster.yaml", self.dagster_home / "dagster.yaml"
-        )
-        # As make dev: the SQLite storage exists before the webserver and daemon race for it.
-        self._run([BIN / "dagster", "instance", "migrate"], "migrate")
-        self._run(
-            [
-                BIN / "python",
-                "-m",
-                "ingestion_assets.demo",
-                self.demo,
-                "--http-port",
-                self.http_port,
-            ],
-            "demo",
-        )
-        self._spawn(
-            "http",
-            [BIN / "python", "-m", "http.server", self.http_port, "--bind", "127.0.0.1"]
-            + ["--directory", self.demo / "web"],
-        )
-        self._spawn(
-            "ml-analyze",
-            [BIN / "python", "-m", "ml_analyze_reference", "--host", "127.0.0.1"]
-            + ["--port", self.ml_port, "--db", self.data / "ml-analyze-reference.sqlite3"]
-            + ["--row-delay-ms", self.row_delay_ms]
-            + (
-                ["--catalogue-db", self.env["CATALOGUE_DATABASE_URL"]]
-                if self.env.get("CATALOGUE_DATABASE_URL")
-                else []
-            ),
-        )
-        self._spawn(
-            "dagster",
-            [BIN / "dagster", "dev", "--host", "127.0.0.1", "--port", self.ui_port]
-            + ["--workspace", REPO / "workspace.yaml"],
-        )
-        self._wait_until_ready()
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.output.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [BIN / "python", "-m", "ingestion_assets.demo.run", "--root", self.root]
+                + ["--ui-port", str(self.ui_port), "--ml-port", str(self.ml_port)]
+                + ["--http-port", str(self.http_port), "--row-delay-ms", str(self.row_delay_ms)]
+                + ["--startup-timeout", str(self.startup_timeout)],
+                cwd=self.root,  # not the repository: relative defaults and a .env stay out
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, as a terminal's foreground job
+            )
+        deadline = time.monotonic() + self.startup_timeout + 30
+        while "UI ready at" not in self.printed():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"make dev did not start:\n{self.printed()}")
+            time.sleep(0.5)
         return self
 
     def stop(self) -> None:
-        """SIGTERM to every process group (dagster dev stops its webserver, daemon, code server
-        and runs), then SIGKILL to whatever is left, spawned processes that left the group included."""
-        procs = list(self._procs.items())
-        strays = {pid: t for _, proc in procs for pid, t in _descendants(proc.pid).items()}
-        for _, proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for _, proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for _, proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        for pid, started in strays.items():
+        """Ctrl-C: SIGINT to the process group; then whatever is left of it is killed and
+        listed in `leftovers`."""
+        if self.proc is None:
+            return
+        every = _descendants(self.proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=60)
+        self.returncode = self.proc.poll()
+        every |= _descendants(self.proc.pid)
+        for pid, started in every.items():
             stat = _proc_stat(pid)
-            if stat and stat[1] == started:  # still the same process, not a reused pid
+            # Still the same process (not a reused pid), and running (a zombie has ended).
+            if stat and stat[1] == started and not _zombie(pid):
+                self.leftovers.append(_cmdline(pid))
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        self._procs.clear()
+        if self.returncode is None:
+            self.leftovers.append("make dev itself")
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
         self._http.close()
 
     # -- helpers for tests -----------------------------------------------------------------
+
+    def printed(self) -> str:
+        """What `make dev` has printed so far."""
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         response = self._http.post(
@@ -199,81 +174,9 @@ class Product:
 
     def copy_logs(self, dest: Path) -> None:
         dest.mkdir(parents=True, exist_ok=True)
-        for path in self.logs.glob("*.log"):
-            shutil.copy(path, dest / path.name)
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _run(self, cmd: list, name: str) -> None:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            done = subprocess.run(
-                [str(c) for c in cmd],
-                cwd=self.root,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-            )
-        if done.returncode:
-            raise RuntimeError(f"{name} failed ({done.returncode}):\n{self.log_tail(name)}")
-
-    def _spawn(self, name: str, cmd: list) -> None:
-        # cwd is the root, not the repository: relative defaults and a developer's .env stay out.
-        with (self.logs / f"{name}.log").open("wb") as log:
-            self._procs[name] = subprocess.Popen(
-                [str(c) for c in cmd],
-                cwd=self.root,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def _wait_until_ready(self) -> None:
-        """The static server and ml-analyze answer; the UI answers and has loaded the code location."""
-        deadline = time.monotonic() + self.startup_timeout
-        pending = {
-            "http": f"http://127.0.0.1:{self.http_port}/",
-            "ml-analyze": f"{self.ml_url}/health",
-            "dagster": f"{self.ui_url}/server_info",
-        }
-        status = "not asked yet"
-        while True:
-            for name, proc in self._procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}"
-                    )
-            for name, url in list(pending.items()):
-                with contextlib.suppress(httpx.HTTPError):
-                    if self._http.get(url, timeout=2).status_code < 500:
-                        del pending[name]
-            if not pending:
-                status = self._location_status()
-                if status == "LOADED":
-                    return
-            if time.monotonic() > deadline:
-                waiting = sorted(pending) or f"the code location ({status})"
-                raise RuntimeError(
-                    f"the product did not start in {self.startup_timeout:.0f} s, waiting for "
-                    f"{waiting}:\n{self.log_tail('dagster')}"
-                )
-            time.sleep(0.5)
-
-    def _location_status(self) -> str:
-        try:
-            entries = self.graphql(LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
-        except (httpx.HTTPError, RuntimeError, KeyError, TypeError) as exc:
-            return f"no answer ({exc})"
-        statuses = []
-        for entry in entries:
-            loaded = entry["locationOrLoadError"]
-            if loaded and loaded["__typename"] == "PythonError":
-                raise RuntimeError(
-                    f"code location {entry['name']} failed to load: {loaded['message']}"
-                )
-            statuses.append(entry["loadStatus"] if loaded else "LOADING")
-        return "LOADED" if statuses and all(s == "LOADED" for s in statuses) else str(statuses)
+        for path in [*self.logs.glob("*.log"), self.output]:
+            if path.exists():
+                shutil.copy(path, dest / path.name)
 
 
 def _proc_stat(pid: int) -> tuple[int, int] | None:
@@ -283,6 +186,18 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
         return int(fields[1]), int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    return str(pid)
 
 
 def _descendants(pid: int) -> dict[int, int]:

@@ -1,4 +1,4 @@
-"""python -m ingestion_assets.demo DIR [--http-port PORT]: write the demo master sheet and files.
+"""The demo's master sheet and files (python -m ingestion_assets.demo DIR [--http-port PORT]).
 
 Existing files are left alone, so their checksums (and the hand-off reuse) stay stable.
 """
@@ -149,7 +149,3 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, default=8010)
     args = parser.parse_args()
     print(f"demo master sheet: {write_demo(args.root, args.http_port)}")
-
-
-if __name__ == "__main__":
-    main()
