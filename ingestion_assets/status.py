@@ -137,7 +137,7 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
 
 
 def _download_progress(instance: DagsterInstance, key: str, run_id: str) -> str | None:
-    """"Downloading: 12.0 MB of 50.0 MB", when this run has reported bytes so far."""
+    """ "Downloading: 12.0 MB of 50.0 MB", when this run has reported bytes so far."""
     latest = instance.fetch_observations(
         AssetRecordsFilter(asset_key=RAW, asset_partitions=[key]), limit=1
     ).records

@@ -28,11 +28,11 @@ from ingestion_assets.maintenance import shared_file_cleanup
 from ingestion_assets.ml.assets import analysis_succeeded, ml_analysis_result
 from ingestion_assets.ml.events import ML_RESULT, latest_ml_state
 from ingestion_assets.ml.sensors import ml_status_sensor
-from ingestion_assets.status import supplier_status
 from ingestion_assets.ml.tracking import TrackerState
 from ingestion_assets.registry.assets import supplier_registry
 from ingestion_assets.registry.sensors import supplier_partitions_sensor
 from ingestion_assets.resources import CatalogueResource, MLAnalyzeResource
+from ingestion_assets.status import supplier_status
 
 from . import loopback
 from .dagster_helpers import (
@@ -220,7 +220,12 @@ def test_a_cause_that_will_not_heal_is_reported_at_once_never_resubmitted(
 ):
     """The reference server cannot parse PDFs: one attempt, then a failed check with its words."""
     resources = setup_supplier(
-        server, tmp_path, ml_service.url, body=b"%PDF-1.4 a price list\n%%EOF\n", path="/p.pdf", fmt="url"
+        server,
+        tmp_path,
+        ml_service.url,
+        body=b"%PDF-1.4 a price list\n%%EOF\n",
+        path="/p.pdf",
+        fmt="url",
     )
     ml = resources["ml_analyze"]
     sync_registry(instance, resources)
@@ -367,7 +372,9 @@ def test_a_job_lost_in_a_restart_is_resubmitted(instance, server, tmp_path):
         service.stop()
 
 
-def test_unreachable_service_keeps_every_job_backs_off_and_polls_once_it_is_back(instance, server, tmp_path):
+def test_unreachable_service_keeps_every_job_backs_off_and_polls_once_it_is_back(
+    instance, server, tmp_path
+):
     service = RunningServer(tmp_path / "ml.sqlite3", row_delay_ms=200)
     resources = setup_supplier(server, tmp_path, service.url)
     ml = resources["ml_analyze"]
