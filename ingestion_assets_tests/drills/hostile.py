@@ -37,7 +37,7 @@ from ingestion_assets.fetching.fetcher import SourceFetcher
 from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
 from ingestion_assets.handoff.naming import MAX_NAME_BYTES, sanitize_filename
-from ingestion_assets.registry.assets import _md_table
+from ingestion_assets.markdown import md_table
 from ingestion_assets.registry.tables import MasterSheetError, read_csv_rows, read_workbook_rows
 from ingestion_assets.registry.validation import MAX_NAME_LENGTH, build_registry, validate_source
 
@@ -289,7 +289,7 @@ def check_registry(rows: list[list[str]], outcome: Counter, violations: list[str
             violations.append(f"row {problem.row} refused without a reason")
         outcome[f"refused: {problem.reason.split(':')[0].split(' (')[0][:50]}"] += 1
     registry.model_dump_json()  # what the IO manager and the metadata need
-    _md_table(
+    md_table(
         ["row", "supplier", "reason"], [[p.row, p.supplier, p.reason] for p in registry.problems]
     )
 
