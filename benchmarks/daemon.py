@@ -24,7 +24,7 @@ class Daemon:
         self.home = workdir / "home"
         self.home.mkdir(parents=True)
         shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
-        workspace = workdir / "workspace.yaml"
+        self.workspace = workspace = workdir / "workspace.yaml"
         workspace.write_text(
             f"load_from:\n  - python_module:\n      module_name: {module}\n"
             f"      working_directory: {working_directory}\n"
@@ -53,6 +53,16 @@ class Daemon:
 
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("DAGSTER_POSTGRES_")})
         return DagsterInstance.from_config(str(self.home))
+
+    def launch(self, job: str) -> None:
+        """`dagster job launch`, as a user launches a job from the UI: queued, run by the daemon."""
+        subprocess.run(
+            [str(BIN / "dagster"), "job", "launch", "-w", str(self.workspace), "-j", job],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def stop(self) -> None:
         try:

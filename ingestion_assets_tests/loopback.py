@@ -168,3 +168,51 @@ def fail_then(failures: int, code: int, then: Handler) -> Handler:
             then(req)
 
     return handler
+
+
+class ConditionalFile:
+    """A file served with validators, as most web servers do: an ETag and/or Last-Modified,
+    and a 304 without a body when the request's If-None-Match / If-Modified-Since still match.
+    `honour=False`: a server that sends validators but always answers 200 with the body.
+    Records each request's conditional headers and the body bytes sent."""
+
+    def __init__(
+        self,
+        body: bytes,
+        etag: str | None = '"v1"',
+        last_modified: str | None = None,
+        honour: bool = True,
+    ):
+        self.body, self.etag, self.last_modified, self.honour = body, etag, last_modified, honour
+        self.asked: list[dict[str, str]] = []  # each request's conditional headers
+        self.bytes_sent = 0
+
+    def change(self, body: bytes, etag: str | None = None, last_modified: str | None = None):
+        self.body, self.etag, self.last_modified = body, etag, last_modified
+
+    def __call__(self, req: BaseHTTPRequestHandler) -> None:
+        conditional = {
+            name: req.headers[name]
+            for name in ("If-None-Match", "If-Modified-Since")
+            if req.headers.get(name)
+        }
+        self.asked.append(conditional)
+        validators = {
+            name: value
+            for name, value in (("ETag", self.etag), ("Last-Modified", self.last_modified))
+            if value
+        }
+        unchanged = (
+            conditional.get("If-None-Match") == self.etag
+            if self.etag and "If-None-Match" in conditional
+            else bool(self.last_modified)
+            and conditional.get("If-Modified-Since") == self.last_modified
+        )
+        if self.honour and unchanged:
+            req.send_response(304)
+            for name, value in validators.items():
+                req.send_header(name, value)
+            req.end_headers()
+            return
+        self.bytes_sent += len(self.body)
+        send(req, 200, self.body, "text/csv", validators)

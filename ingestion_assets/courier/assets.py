@@ -42,6 +42,7 @@ from ..resources import (
     SharedVolumeResource,
 )
 from .analysable import AnalysisPlan, derive, plan_analysis
+from .last_download import download_metadata, last_download
 from .source_retries import FETCH_ATTEMPT_TAG, source_down_observation
 from .sources import UnknownSupplier, resolve_supplier
 
@@ -133,6 +134,10 @@ class SourceConfig(Config):
         default=None, description="empty: the master sheet's setting"
     )
     supplier_name: str = Field(default="", description="for a supplier not in the master sheet")
+    full_download: bool = Field(
+        default=False,
+        description="download in full even if the source says the file has not changed",
+    )
 
 
 @asset(
@@ -189,9 +194,15 @@ def raw_download(
             )
         )
 
+    # The master sheet's source is asked whether its file changed since the last download.
+    last = (
+        None
+        if config.source_url or config.full_download
+        else last_download(context.instance, context.partition_key)
+    )
     try:
         fetched = fetch.fetcher_for(supplier.source_url).fetch(
-            supplier.source_url, supplier.format, fetch.staging_dir(supplier.key), progress
+            supplier.source_url, supplier.format, fetch.staging_dir(supplier.key), progress, last
         )
     except FetchError as exc:
         message = f"{describe(supplier, source)}: {exc}"
@@ -220,9 +231,10 @@ def raw_download(
         # Staged: the handed-in file has been taken, it may leave the inbox now.
         moved = claim(Path(supplier.source_url), Path(fetch.inbox_dir))
         context.log.info(f"{supplier.key}: inbox file taken, moved to {moved}")
-    downloaded = RawDownload(
-        supplier, fetched, source, dt.datetime.now(dt.timezone.utc).isoformat()
-    )
+    downloaded_at = fetched.unchanged_since or dt.datetime.now(dt.timezone.utc).isoformat()
+    if fetched.unchanged_since:
+        context.log.info(f"{supplier.key}: unchanged since {fetched.unchanged_since} (HTTP 304)")
+    downloaded = RawDownload(supplier, fetched, source, downloaded_at)
     return Output(
         downloaded,
         data_version=DataVersion(fetched.md5),
@@ -240,6 +252,7 @@ def raw_download(
             "duration_s": round(fetched.seconds, 3),
             "mb_per_s": round(fetched.mb_per_s, 2),
             "staged_copy": MetadataValue.path(str(fetched.path)),
+            **download_metadata(fetched, supplier.source_url, downloaded_at),
         },
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -12,10 +13,11 @@ from .completeness import check_complete
 from .content_check import FileKind, sniff
 from .errors import PermanentFetchError
 from .google_sheets import export_private_sheet, is_google_sheet_url, public_export_url
-from .http_source import download_http
+from .http_source import NotModified, download_http
 from .local_files import copy_local_source
 from .streaming import FetchLimits, ProgressCallback, StreamedBytes
 from .url_guard import UrlGuard
+from .validators import LastDownload, Validators
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class FetchedFile:
     content_type: str | None
     seconds: float
     mtime_ns: int | None = None  # the staged file's mtime when its bytes were hashed
+    validators: Validators = Validators()  # the source's, for the next fetch to send back
+    unchanged_since: str | None = None  # set when the source answered 304: no body came
 
     @property
     def mb_per_s(self) -> float:
@@ -43,12 +47,21 @@ class SourceFetcher:
     google_credentials_path: str | None = None
 
     def fetch(
-        self, source_url: str, fmt: str, dest_dir: Path, progress: ProgressCallback | None = None
+        self,
+        source_url: str,
+        fmt: str,
+        dest_dir: Path,
+        progress: ProgressCallback | None = None,
+        last: LastDownload | None = None,
     ) -> FetchedFile:
-        """Fetch `source_url` (format `fmt`) into `dest_dir`/<md5><ext>. Raises FetchError."""
+        """Fetch `source_url` (format `fmt`) into `dest_dir`/<md5><ext>. Raises FetchError.
+
+        With `last` (the source's last good download), an HTTP source is asked whether the file
+        changed; if it says no (304), the staged copy is the file and nothing is transferred."""
         started = time.monotonic()
         content_type = None
         filename = None
+        validators = Validators()
         if fmt == "google_sheets":
             if not is_google_sheet_url(source_url):
                 raise PermanentFetchError(
@@ -60,9 +73,11 @@ class SourceFetcher:
                 )
                 source_type = "google_api"
             else:
-                streamed, content_type, filename = self._http(
-                    public_export_url(source_url), dest_dir, progress
-                )
+                ask = last if last is not None and last.usable_for(source_url) else None
+                answer = self._http(public_export_url(source_url), dest_dir, progress, ask)
+                if isinstance(answer, NotModified):
+                    return self._unchanged(ask, answer, fmt, "google_export", started)
+                streamed, content_type, filename, validators = answer
                 source_type = "google_export"
         elif is_local_path(source_url) and fmt in ("csv", "excel"):
             local, streamed = copy_local_source(
@@ -70,16 +85,54 @@ class SourceFetcher:
             )
             source_type, filename = "local", local.name
         else:
-            streamed, content_type, filename = self._http(source_url, dest_dir, progress)
+            ask = last if last is not None and last.usable_for(source_url) else None
+            answer = self._http(source_url, dest_dir, progress, ask)
+            if isinstance(answer, NotModified):
+                return self._unchanged(ask, answer, fmt, "http", started)
+            streamed, content_type, filename, validators = answer
             source_type = "http"
-        return self._keep(streamed, fmt, dest_dir, filename, content_type, source_type, started)
+        fetched = self._keep(streamed, fmt, dest_dir, filename, content_type, source_type, started)
+        return dataclasses.replace(fetched, validators=validators)
 
-    def _http(self, url: str, dest_dir: Path, progress):
-        download = download_http(url, dest_dir, self.limits, self.guard, progress)
-        return download.streamed, download.content_type, download.filename
+    def _http(
+        self, url: str, dest_dir: Path, progress: ProgressCallback | None, ask: LastDownload | None
+    ) -> tuple[StreamedBytes, str | None, str | None, Validators] | NotModified:
+        validators = ask.validators if ask else None
+        download = download_http(url, dest_dir, self.limits, self.guard, progress, validators)
+        if isinstance(download, NotModified):
+            return download
+        return download.streamed, download.content_type, download.filename, download.validators
 
     @staticmethod
-    def _keep(streamed: StreamedBytes, fmt, dest_dir, filename, content_type, source_type, started):
+    def _unchanged(
+        last: LastDownload | None, answer: NotModified, fmt: str, source_type: str, started: float
+    ) -> FetchedFile:
+        """The source answered 304: its file is the last staged copy, checked just before."""
+        assert last is not None  # validators are sent only with a last download
+        return FetchedFile(
+            path=last.path,
+            size=last.size,
+            md5=last.md5,
+            kind=sniff(last.path, fmt),
+            original_filename=last.original_filename,
+            source_type=source_type,
+            content_type=last.content_type,
+            seconds=time.monotonic() - started,
+            mtime_ns=last.path.stat().st_mtime_ns,
+            validators=answer.validators,
+            unchanged_since=last.downloaded_at,
+        )
+
+    @staticmethod
+    def _keep(
+        streamed: StreamedBytes,
+        fmt: str,
+        dest_dir: Path,
+        filename: str | None,
+        content_type: str | None,
+        source_type: str,
+        started: float,
+    ) -> FetchedFile:
         try:
             kind = sniff(streamed.temp_path, fmt)
             check_complete(streamed.temp_path, kind)  # a body cut short never leaves staging

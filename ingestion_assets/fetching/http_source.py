@@ -18,6 +18,7 @@ from .decoding import GZIP_ENCODINGS, gunzip_pieces
 from .errors import PermanentFetchError, TransientFetchError
 from .streaming import FetchLimits, ProgressCallback, StreamedBytes, human_size, stream_to_temp
 from .url_guard import UrlGuard
+from .validators import Validators
 
 MAX_REDIRECTS = 5
 USER_AGENT = "supplier-courier/0.1 (+https://dagster.io)"
@@ -29,6 +30,14 @@ class HttpDownload:
     final_url: str
     content_type: str | None
     filename: str | None
+    validators: Validators = Validators()
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """304: the file is the one the validators describe; no body was sent."""
+
+    validators: Validators  # the server's, when it sent new ones with the 304
 
 
 def download_http(
@@ -37,7 +46,10 @@ def download_http(
     limits: FetchLimits,
     guard: UrlGuard,
     progress: ProgressCallback | None = None,
-) -> HttpDownload:
+    validators: Validators | None = None,
+) -> HttpDownload | NotModified:
+    """GET `url` into a temp file in `dest_dir`; with `validators`, a conditional GET whose 304
+    is a NotModified."""
     started = time.monotonic()
     timeout = httpx.Timeout(limits.read_timeout, connect=limits.connect_timeout)
     # Plain httpx: the bytes kept are the decoded body, as `curl --compressed -o` saves it.
@@ -52,7 +64,10 @@ def download_http(
             guard.check(url)
             seen.append(url)
             try:
-                with client.stream("GET", url) as response:
+                conditional = validators.request_headers() if validators else {}
+                with client.stream("GET", url, headers=conditional) as response:
+                    if response.status_code == 304 and validators:
+                        return NotModified(Validators.of(response.headers) or validators)
                     if response.is_redirect and "location" in response.headers:
                         url = str(response.url.join(response.headers["location"]))
                         if url in seen:
@@ -85,6 +100,7 @@ def download_http(
                         filename_from_response(
                             response.headers.get("content-disposition"), str(response.url)
                         ),
+                        Validators.of(response.headers),
                     )
             except httpx.TimeoutException as exc:
                 raise TransientFetchError(f"timed out ({type(exc).__name__})") from exc

@@ -12,7 +12,7 @@ docs/reliability.md. These modules are not pytest tests (no test_*.py): they tak
 DRILLS = [
     ("load", "ingestion_assets_tests.drills.load", 1, 600),
     ("daemon-restart", "ingestion_assets_tests.drills.daemon_restart", 2, 300),
-    ("ml-restart", "ingestion_assets_tests.drills.ml_restart", 2, 300),
+    ("ml-restart", "ingestion_assets_tests.drills.ml_restart", 2, 480),
     ("disk-full", "ingestion_assets_tests.drills.disk_full", 2, 300),
     ("hostile", "ingestion_assets_tests.drills.hostile", 2, 300),
     ("cleanup", "ingestion_assets_tests.drills.cleanup", 2, 240),

@@ -117,7 +117,7 @@ def _run(ctx, result: Result, server) -> None:
             return set(keys) <= set(ml_materializations(instance)) and not unsettled_runs(instance)
 
         wait_for(
-            settled, min(150, ctx.remaining(100)), "every supplier's analysis to complete", poll=2
+            settled, min(300, ctx.remaining(90)), "every supplier's analysis to complete", poll=2
         )
         recovered = time.monotonic() - killed_at
         lost = interrupted_jobs(ml)
