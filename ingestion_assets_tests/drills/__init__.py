@@ -15,7 +15,7 @@ DRILLS = [
     ("ml-restart", "ingestion_assets_tests.drills.ml_restart", 2, 480),
     ("disk-full", "ingestion_assets_tests.drills.disk_full", 2, 300),
     ("hostile", "ingestion_assets_tests.drills.hostile", 2, 300),
-    ("cleanup", "ingestion_assets_tests.drills.cleanup", 2, 240),
+    ("cleanup", "ingestion_assets_tests.drills.cleanup", 2, 420),
     ("truncated", "ingestion_assets_tests.drills.truncated", 2, 300),
     ("ml-outage", "ingestion_assets_tests.drills.ml_outage", 3, 1200),
     ("will-not-heal", "ingestion_assets_tests.drills.will_not_heal", 2, 300),

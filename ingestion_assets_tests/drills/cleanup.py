@@ -43,7 +43,7 @@ from .sources import master_sheet, price_list, serve_suppliers, slow_body
 
 SUPPLIERS = 8
 ROWS = 30
-ROW_DELAY_MS = 200  # 6 s per job, one job at a time: analyses queue up behind the downloads
+ROW_DELAY_MS = 400  # 12 s per job, one job at a time: analyses queue up behind the downloads
 SLOW = 2  # the last suppliers' sources drip for ~30 s: still downloading when the clean-up runs
 OLD_S = 30 * 3600
 ML = AssetKey("ml_analysis_result")
@@ -165,7 +165,7 @@ def _run(ctx, result: Result, server) -> None:
             return len(finished) >= 2 and len(recorded) >= 2 and (finished, recorded)
 
         finished, queued = wait_for(
-            mid_sync, min(150, ctx.remaining(90)), "analyses queued mid-sync", 0.5
+            mid_sync, min(300, ctx.remaining(120)), "analyses queued mid-sync", 0.5
         )
         aged_finished = []
         for key in sorted(finished)[:2]:
