@@ -370,13 +370,18 @@ def no_sleep(seconds: float) -> None:
     raise AssertionError(f"poll_jobs must make one attempt per job, not back off {seconds} s")
 
 
+def client_for(url: str, timeout: float = 5):
+    """What poll_jobs opens for each of its workers."""
+    return lambda: MLAnalyzeClient(url, timeout=timeout, sleep=no_sleep, max_connections=1)
+
+
 def test_poll_jobs_answers_every_job_within_the_budget(server: LoopbackServer) -> None:
     jobs = many_jobs(server, 200)
     lost = tracked("lost-job")  # no route: the loopback answers 404
-    with MLAnalyzeClient(server.url(""), timeout=5, sleep=no_sleep) as client:
-        started = time.monotonic()
-        answers = poll_jobs(client, [*jobs, lost], budget_s=10)
-        elapsed = time.monotonic() - started
+    connect = client_for(server.url(""))
+    started = time.monotonic()
+    answers = poll_jobs(connect, [*jobs, lost], budget_s=10)
+    elapsed = time.monotonic() - started
     assert elapsed < 10
     assert set(answers) == {job.job_id for job in jobs} | {"lost-job"}
     for job in jobs:
@@ -396,8 +401,7 @@ def test_poll_jobs_keeps_one_bad_answer_to_its_job(server: LoopbackServer) -> No
         "/analyze/status/refused-job",
         lambda req: send(req, 400, b'{"detail":"bad id"}', "application/json"),
     )
-    with MLAnalyzeClient(server.url(""), timeout=5, sleep=no_sleep) as client:
-        answers = poll_jobs(client, [odd, *jobs, refused], budget_s=10)
+    answers = poll_jobs(client_for(server.url("")), [odd, *jobs, refused], budget_s=10)
     assert len(answers) == 22
     assert type(answers["odd-job"]) is MLAnalyzeError
     assert type(answers["refused-job"]) is MLAnalyzeError
@@ -407,8 +411,7 @@ def test_poll_jobs_keeps_one_bad_answer_to_its_job(server: LoopbackServer) -> No
 
 def test_poll_jobs_stops_early_when_the_service_is_refused(free_port: int) -> None:
     jobs = [tracked(f"job-{n}") for n in range(300)]
-    with MLAnalyzeClient(f"http://127.0.0.1:{free_port}", timeout=5, sleep=no_sleep) as client:
-        answers = poll_jobs(client, jobs, budget_s=10, workers=8)
+    answers = poll_jobs(client_for(f"http://127.0.0.1:{free_port}"), jobs, budget_s=10, workers=8)
     assert 1 <= len(answers) <= 8  # at most one attempt per worker, not one per job
     assert all(isinstance(answer, MLAnalyzeUnavailable) for answer in answers.values())
 
@@ -417,8 +420,7 @@ def test_poll_jobs_stops_early_when_the_service_answers_503(server: LoopbackServ
     jobs = [tracked(f"job-{n}") for n in range(300)]
     for job in jobs:
         server.route(f"/analyze/status/{job.job_id}", status(503, b"overloaded"))
-    with MLAnalyzeClient(server.url(""), timeout=5, sleep=no_sleep) as client:
-        answers = poll_jobs(client, jobs, budget_s=10, workers=8)
+    answers = poll_jobs(client_for(server.url("")), jobs, budget_s=10, workers=8)
     requests = sum(server.hits.values())
     assert 1 <= requests <= 8
     assert len(answers) == requests
@@ -427,10 +429,9 @@ def test_poll_jobs_stops_early_when_the_service_answers_503(server: LoopbackServ
 
 def test_poll_jobs_respects_a_tiny_budget(server: LoopbackServer) -> None:
     jobs = many_jobs(server, 200, delay=0.3)
-    with MLAnalyzeClient(server.url(""), timeout=5, sleep=no_sleep) as client:
-        started = time.monotonic()
-        answers = poll_jobs(client, jobs, budget_s=0.05, workers=8)
-        elapsed = time.monotonic() - started
+    started = time.monotonic()
+    answers = poll_jobs(client_for(server.url("")), jobs, budget_s=0.05, workers=8)
+    elapsed = time.monotonic() - started
     # Only the requests started before the deadline, one per worker, are answered.
     assert 1 <= len(answers) <= 8
     assert sum(server.hits.values()) == len(answers)
@@ -475,7 +476,9 @@ def test_poll_jobs_follows_many_real_jobs_to_completion(
         while outstanding:
             assert time.monotonic() < deadline, f"{len(outstanding)} jobs never finished"
             started = time.monotonic()
-            answers = poll_jobs(client, list(outstanding.values()), budget_s=5)
+            answers = poll_jobs(
+                client_for(reference.url, timeout=10), list(outstanding.values()), budget_s=5
+            )
             assert time.monotonic() - started < 5 + 1
             assert set(answers) == set(outstanding)  # every job answered, every tick
             for job_id, answer in answers.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -20,7 +21,7 @@ from ingestion_assets.partitions import suppliers
 from ingestion_assets.status import SupplierStatus
 
 from . import loopback
-from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry
+from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -183,3 +184,43 @@ def test_freshness_is_looked_at_again_with_time_alone(instance, server, tmp_path
     [overview, fresh] = later.asset_events
     assert not fresh.passed and fresh.description.startswith("alfa: not fresh: never analysed")
     assert overview.metadata["phase: not fresh"].value == 1
+
+
+def test_a_tick_rereads_only_what_changed_and_shows_what_a_full_read_shows(
+    instance, server, tmp_path
+):
+    csv = loopback.file_body(b"name;price\nA;1\n", "text/csv")
+    master = master_sheet_csv(
+        [
+            ["Alfa", server.route("/a.csv", csv), "csv", "yes", "yes"],
+            ["Beta", server.route("/b.csv", loopback.status(404)), "csv", "yes", "yes"],
+            ["Gamma", server.route("/g.csv", csv), "csv", "yes", "no"],
+        ]
+    )
+    resources = courier_resources(tmp_path, server.route("/m.csv", loopback.file_body(master)))
+    sync_registry(instance, resources)
+    instance.add_dynamic_partitions(suppliers.name, ["alfa", "beta", "gamma"])
+    first = tick(instance)
+    assert len(json.loads(first.cursor)["statuses"]) == 3
+
+    # A run that fails (beta), a run that succeeds (gamma), an observation (alfa).
+    assert not sync_supplier(instance, resources, "beta", raise_on_error=False).success
+    assert sync_supplier(instance, resources, "gamma").success
+    instance.report_runless_asset_event(
+        AssetObservation(
+            "ml_analysis_result",
+            partition="alfa",
+            description="Analyzing: 40% (4/10 items)",
+            metadata={"phase": "analyzing", "progress_percentage": 40, "attempt": 1},
+        )
+    )
+    incremental = tick(instance, first.cursor)
+    [overview] = [e for e in incremental.asset_events if isinstance(e, AssetMaterialization)]
+    table = overview.metadata["suppliers, with links"].value
+    assert "**analyzing: 40 %**" in table
+    assert "**failed**" in table and "HTTP 404" in table
+    assert "**downloaded**" in table  # gamma: fetched and handed off, no ML step run
+
+    full = evaluate(instance, None, time.time())
+    [from_scratch] = [e for e in full.asset_events if isinstance(e, AssetMaterialization)]
+    assert from_scratch.metadata["suppliers, with links"].value == table

@@ -2,14 +2,20 @@
 
 Retries: 3, after 1 s, 2 s, 4 s (capped at 30 s), on 500/502/503/504 and connection
 errors. Any other 4xx fails at once with the service's own message.
+
+On urllib3: the status sensor makes thousands of small requests a tick, and urllib3 spends
+half the CPU per request that httpx does (docs/benchmarks.md, figure 3).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-import httpx
+import urllib3
 
 from ..tls import tls_context
 from .models import Health, JobStatus, Submission
@@ -35,12 +41,30 @@ class JobNotFound(MLAnalyzeError):
     """404 on a status: the job expired or was lost in a service restart."""
 
 
-def error_message(response: httpx.Response) -> str:
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer of ml-analyze, read whole (its bodies are small)."""
+
+    method: str
+    path: str
+    status_code: int
+    reason: str
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def error_message(response: Answer) -> str:
     """The service's own words, from either error shape: {"detail": ...} or {"error", "message"}."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500] or response.reason_phrase
+        return response.text[:500] or response.reason
     if isinstance(body, dict):
         detail = body.get("detail")
         if isinstance(detail, str):
@@ -57,7 +81,7 @@ def error_message(response: httpx.Response) -> str:
     return str(body)[:500]
 
 
-def _parse(model, response: httpx.Response):
+def _parse(model, response: Answer):
     """A 2xx body as `model`; one that is not JSON or not the contract's shape is an
     MLAnalyzeError (pydantic's ValidationError is a ValueError), so that callers such as
     the status poller catch it like any other answer instead of crashing."""
@@ -65,7 +89,7 @@ def _parse(model, response: httpx.Response):
         return model.model_validate(response.json())
     except ValueError as exc:
         raise MLAnalyzeError(
-            f"ml-analyze answered {response.request.method} {response.request.url.path} with "
+            f"ml-analyze answered {response.method} {response.path} with "
             f"HTTP {response.status_code} but an unreadable body: {exc} ({response.text[:200]!r})",
             status_code=response.status_code,
         ) from exc
@@ -88,17 +112,18 @@ class MLAnalyzeClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            verify=tls_context(),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+        self._http: urllib3.PoolManager | None = urllib3.PoolManager(
+            num_pools=1,
+            maxsize=max_connections,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False,  # the loop below retries, with the service's words in its errors
+            ssl_context=tls_context(),
         )
 
     def close(self) -> None:
-        self._http.close()
+        if self._http is not None:
+            self._http.clear()
+            self._http = None
 
     def __enter__(self) -> MLAnalyzeClient:
         return self
@@ -142,12 +167,17 @@ class MLAnalyzeClient:
 
     def _request(
         self, method: str, path: str, *, retry: bool = True, not_found_ok=False, **kwargs
-    ) -> httpx.Response:
+    ) -> Answer:
+        if self._http is None:
+            raise RuntimeError("the ml-analyze client is closed")
         attempts = 1 + (self.retries if retry else 0)
         for attempt in range(1, attempts + 1):
             try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:  # refused, reset, timed out
+                raw = self._http.request(
+                    method, self.base_url + path, redirect=False, preload_content=True, **kwargs
+                )
+                response = Answer(method, path, raw.status, raw.reason or "", raw.data)
+            except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out
                 failure = MLAnalyzeUnavailable(
                     f"ml-analyze at {self.base_url} is unreachable: {exc!r}"
                 )

@@ -333,8 +333,11 @@ def evaluate(
         )
 
     jobs = sorted(state.jobs.values(), key=lambda j: j.last_polled)
-    with ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S) as client:
-        answers = poll_jobs(client, jobs, budget_s=TICK_BUDGET_S)
+    answers = poll_jobs(
+        lambda: ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S, max_connections=1),
+        jobs,
+        budget_s=TICK_BUDGET_S,
+    )
 
     catalogue = _CatalogueReads(store, context.log)
     unreachable = False

@@ -1,10 +1,14 @@
 """The supplier_overview asset, kept current by a sensor, and the freshness check.
 
-The sensor re-reads every supplier's status when something was written to the event log since
-its last look (or every few minutes, for freshness), and reports a new overview only when the
-table changed. No run: the overview is a runless materialization of an external asset.
+When something was written to the event log since its last look, the sensor re-reads the
+status of the suppliers it concerns (their asset events and runs since then; all of them every
+few minutes, for freshness) and reports a new overview only when the table changed. The
+statuses it read are kept in its cursor. No run: the overview is a runless materialization of
+an external asset.
 """
 
+import dataclasses
+import datetime as dt
 import hashlib
 import json
 import time
@@ -18,10 +22,12 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetMaterialization,
+    AssetRecordsFilter,
     AssetSpec,
     DagsterInstance,
     DefaultSensorStatus,
     MetadataValue,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     asset_check,
@@ -30,15 +36,19 @@ from dagster import (
 
 from ..maintenance import SYNC_INTERVAL_HOURS
 from ..ml.assets import ml_analysis_result
+from ..ml.events import ML_RESULT
 from ..ml.sensors import POLL_INTERVAL_S
-from ..status import all_statuses
+from ..partitions import suppliers
+from ..status import RAW, SupplierStatus, all_statuses, supplier_status
 from .screen import Row, markdown, phase_counts, rows, table_value
 
 OVERVIEW = AssetKey("supplier_overview")
 REGISTRY = AssetKey("supplier_registry")
 FRESH_CHECK = "analyses_fresh"
 STALE_AFTER_S = 2 * SYNC_INTERVAL_HOURS * 3600  # two sync intervals
-REFRESH_S = 300  # freshness changes with time alone: look again at least this often
+REFRESH_S = 300  # freshness changes with time alone: read everyone again at least this often
+MAX_TOUCHED = 500  # more events than this since the last look: read everyone
+RUN_SLACK_S = 5  # runs updated this long before the last look are read again (clock races)
 
 supplier_overview = AssetSpec(
     OVERVIEW,
@@ -52,7 +62,9 @@ supplier_overview = AssetSpec(
 )
 
 
-def overview_rows(instance: DagsterInstance, now: float) -> list[Row]:
+def overview_rows(
+    instance: DagsterInstance, now: float, statuses: list[SupplierStatus] | None = None
+) -> list[Row]:
     names: dict[str, str] = {}
     inactive: set[str] = set()
     latest = instance.fetch_materializations(REGISTRY, limit=1).records
@@ -62,7 +74,52 @@ def overview_rows(instance: DagsterInstance, now: float) -> list[Row]:
         names = dict(_json(metadata, "supplier_names", {}))
         active = set(_json(metadata, "active_supplier_keys", []))
         inactive = set(_json(metadata, "supplier_keys", [])) - active
-    return rows(all_statuses(instance), names, inactive, now, STALE_AFTER_S)
+    if statuses is None:
+        statuses = all_statuses(instance)
+    return rows(statuses, names, inactive, now, STALE_AFTER_S)
+
+
+def touched_suppliers(instance: DagsterInstance, after_id: int, since: float) -> set[str] | None:
+    """Suppliers with an asset event after record `after_id` or a run updated since `since`:
+    the ones whose status may have changed. None when there are too many to say."""
+    touched: set[str] = set()
+    for asset in (RAW, ML_RESULT):
+        for fetch in (instance.fetch_materializations, instance.fetch_observations):
+            records = fetch(
+                AssetRecordsFilter(asset_key=asset, after_storage_id=after_id), limit=MAX_TOUCHED
+            ).records
+            if len(records) >= MAX_TOUCHED:
+                return None
+            touched |= {r.partition_key for r in records if r.partition_key}
+    updated_after = dt.datetime.fromtimestamp(since - RUN_SLACK_S, dt.timezone.utc)
+    runs = instance.get_run_records(RunsFilter(updated_after=updated_after), limit=MAX_TOUCHED)
+    if len(runs) >= MAX_TOUCHED:
+        return None
+    touched |= {
+        r.dagster_run.tags["dagster/partition"]
+        for r in runs
+        if r.dagster_run.tags.get("dagster/partition")
+    }
+    return touched
+
+
+def current_statuses(
+    instance: DagsterInstance, cursor: Mapping[str, Any], now: float
+) -> list[SupplierStatus]:
+    """Every supplier's status: those the cursor holds, re-read where something happened."""
+    keys = instance.get_dynamic_partitions(suppliers.name)
+    held = {s["key"]: SupplierStatus(**s) for s in cursor.get("statuses", [])}
+    touched = (
+        touched_suppliers(instance, cursor["newest"], cursor["at"])
+        if held and now - cursor.get("full_at", 0) < REFRESH_S
+        else None
+    )
+    return [
+        held[key]
+        if touched is not None and key in held and key not in touched
+        else supplier_status(instance, key)
+        for key in sorted(keys)
+    ]
 
 
 def _json(metadata: Mapping[str, MetadataValue], name: str, default: Any) -> Any:
@@ -118,9 +175,11 @@ def supplier_overview_sensor(context: SensorEvaluationContext) -> SensorResult:
 def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> SensorResult:
     cursor = json.loads(cursor_text) if cursor_text else {}
     newest = instance.event_log_storage.get_maximum_record_id() or 0
-    if newest == cursor.get("newest") and now - cursor.get("at", 0) < REFRESH_S:
+    if newest == cursor.get("newest") and now - cursor.get("full_at", 0) < REFRESH_S:
         return SensorResult(skip_reason="nothing changed", cursor=cursor_text)
-    table = overview_rows(instance, now)
+    full = not cursor.get("statuses") or now - cursor.get("full_at", 0) >= REFRESH_S
+    statuses = current_statuses(instance, cursor, now)
+    table = overview_rows(instance, now, statuses)
     event = overview_event(table)
     digest = hashlib.md5(
         str(event.metadata["suppliers, with links"].value).encode(), usedforsecurity=False
@@ -131,7 +190,14 @@ def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> 
         events.append(event)
     if stale != cursor.get("stale"):
         events.append(freshness_evaluation(table))
-    new_cursor = {"newest": newest, "at": now, "digest": digest, "stale": stale}
+    new_cursor = {
+        "newest": newest,
+        "at": now,
+        "full_at": now if full else cursor["full_at"],
+        "digest": digest,
+        "stale": stale,
+        "statuses": [dataclasses.asdict(s) for s in statuses],
+    }
     return SensorResult(
         asset_events=events,
         cursor=json.dumps(new_cursor),
