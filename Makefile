@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements.lock deployment/ml_analyze_reference/pypro
 	$(BIN)/pip install --progress-bar off --constraint requirements.lock \
 		--editable '.[test]' --editable deployment/ml_analyze_reference \
 		| grep --line-buffered -E '^(Collecting|Successfully|ERROR)' || true
-	$(BIN)/python -c 'import dagster, ingestion_assets, ml_analyze_reference'
+	$(BIN)/python -c 'import dagster, ingestion_assets, ml_analyze_reference, pytest, playwright'
 	touch $(STAMP)
 
 ## make dev: the Dagster UI on http://127.0.0.1:3000 with the demo suppliers, synced at start,
