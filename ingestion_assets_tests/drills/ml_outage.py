@@ -36,7 +36,7 @@ from .harness import (
     with_instance_change,
 )
 from .ml_restart import interrupted_jobs
-from .sources import master_sheet, price_list, serve_suppliers
+from .sources import counted, master_sheet, price_list, serve_suppliers
 
 SUPPLIERS = 20
 ROWS = 20  # rows per price list; at ROW_DELAY_MS a job takes about 3 s
@@ -65,16 +65,6 @@ def new_result() -> Result:
             "it is back every supplier completes, 0 re-downloads, 0 duplicate jobs"
         ),
     )
-
-
-def counted(body: bytes, requests: Counter, key: str) -> loopback.Handler:
-    serve = loopback.file_body(body, "text/csv")
-
-    def handler(req):
-        requests[key] += 1
-        serve(req)
-
-    return handler
 
 
 def run(ctx, result: Result) -> None:

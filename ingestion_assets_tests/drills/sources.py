@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from .. import loopback
 from ..dagster_helpers import master_sheet_csv
@@ -60,3 +61,16 @@ def serve_suppliers(
         rows.append([name, server.route(f"/src/{key}.csv", handler_for(i)), "csv", "", ""])
         keys.append(key)
     return keys, rows
+
+
+def counted(
+    body: bytes, requests: Counter, key: str, content_type: str = "text/csv"
+) -> loopback.Handler:
+    """A whole file, each request for it counted in `requests[key]` (re-downloads show)."""
+    serve = loopback.file_body(body, content_type)
+
+    def handler(req):
+        requests[key] += 1
+        serve(req)
+
+    return handler

@@ -37,7 +37,7 @@ from .harness import (
     wait_for,
     with_instance_change,
 )
-from .sources import master_sheet, price_list
+from .sources import counted, master_sheet, price_list
 
 SYNCS = 3
 PDF_SUPPLIER = "Pdf Only Supplier"
@@ -60,16 +60,6 @@ def new_result() -> Result:
     )
 
 
-def counted(body: bytes, content_type: str, requests: Counter, key: str) -> loopback.Handler:
-    serve = loopback.file_body(body, content_type)
-
-    def handler(req):
-        requests[key] += 1
-        serve(req)
-
-    return handler
-
-
 def run(ctx, result: Result) -> None:
     server = loopback.LoopbackServer()
     try:
@@ -85,7 +75,7 @@ def _run(ctx, result: Result, server) -> None:
         [
             PDF_SUPPLIER,
             server.route(
-                "/src/prices.pdf", counted(PDF_BYTES, "application/pdf", requests, pdf_key)
+                "/src/prices.pdf", counted(PDF_BYTES, requests, pdf_key, "application/pdf")
             ),
             "url",
             "",
@@ -98,7 +88,7 @@ def _run(ctx, result: Result, server) -> None:
                 name,
                 server.route(
                     f"/src/{supplier_key(name)}.{'xlsx' if fmt == 'excel' else 'csv'}",
-                    counted(body, "application/octet-stream", requests, supplier_key(name)),
+                    counted(body, requests, supplier_key(name), "application/octet-stream"),
                 ),
                 fmt,
                 "",
