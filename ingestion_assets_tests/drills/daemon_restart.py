@@ -36,8 +36,11 @@ from .sources import master_sheet, price_list, serve_suppliers, slow_body
 
 SUPPLIERS = 6
 ROWS = 24
-ROW_DELAY_MS = 150
+ROW_DELAY_MS = 300  # 7 s an analysis: analyses stay outstanding while runs download
 DOWN_S = 3
+# Each source drips for 8 s: on a loaded machine, where runs start seconds apart, the window
+# with runs downloading and analyses outstanding at once stays open long enough to kill in.
+DRIP_S = 8
 # The drill's copy of dagster.yaml: a run whose worker died is failed (then retried) after
 # 40 s instead of the shipped max_runtime of an hour, and the pool slots it held are freed 10 s
 # later (shipped: 60 s).
@@ -57,7 +60,7 @@ def new_result() -> Result:
     return Result(
         drill="3 daemon killed",
         done=(
-            f"{SUPPLIERS} suppliers (slow-drip sources, 4 s each) synced by the daemon; SIGKILL to "
+            f"{SUPPLIERS} suppliers (slow-drip sources, {DRIP_S} s each) synced by the daemon; SIGKILL to "
             "the daemon's process group (daemon, code server, run workers) while runs were "
             "downloading, a submission held an ml_analyze pool slot and analyses were "
             f"outstanding; restarted after {DOWN_S} s"
@@ -110,7 +113,7 @@ def run(ctx, result: Result) -> None:
 
 def _run(ctx, result: Result, server) -> None:
     keys, rows = serve_suppliers(
-        server, "Crash", SUPPLIERS, lambda i: slow_body(price_list(i, ROWS), pieces=4, delay=1.0)
+        server, "Crash", SUPPLIERS, lambda i: slow_body(price_list(i, ROWS), pieces=DRIP_S, delay=1.0)
     )
     master = server.route("/master.csv", loopback.file_body(master_sheet(rows), "text/csv"))
 
@@ -125,12 +128,12 @@ def _run(ctx, result: Result, server) -> None:
         since = {}
 
         def mid_sync():
-            """Runs downloading while analyses are outstanding; for up to 20 s more, also a
+            """A run downloading while an analysis is outstanding; for up to 20 s more, also a
             submission under way (a worker killed there holds one of ml_analyze's 2 slots)."""
             runs = instance.get_runs(RunsFilter(job_name="supplier_sync"))
             active = [r for r in runs if r.status in ACTIVE]
             jobs = Counter(j["status"] for j in ml.jobs())
-            if len(active) < 2 or jobs["pending"] + jobs["processing"] < 1:
+            if not active or jobs["pending"] + jobs["processing"] < 1:
                 return False
             since.setdefault("t", time.monotonic())
             slots = held_slots(instance)
