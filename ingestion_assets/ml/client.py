@@ -95,6 +95,36 @@ def _parse(model, response: Answer):
         ) from exc
 
 
+def refusal(response: Answer) -> MLAnalyzeError | None:
+    """What an answer of HTTP 400 or more means, in the service's words: a busy or broken
+    service (500/502/503/504) is MLAnalyzeUnavailable, worth trying again; any other refusal
+    fails at once. None for an answer below 400."""
+    code, where = response.status_code, f"{response.method} {response.path}"
+    if code < 400:
+        return None
+    if code in RETRY_STATUSES:
+        return MLAnalyzeUnavailable(
+            f"ml-analyze answered HTTP {code} to {where}: {error_message(response)}",
+            status_code=code,
+        )
+    return MLAnalyzeError(
+        f"ml-analyze refused {where}: HTTP {code}: {error_message(response)}", status_code=code
+    )
+
+
+def read_status(job_id: str, response: Answer) -> JobStatus:
+    """A status answer as the job's status; raises JobNotFound on 404, else as `refusal`.
+    Shared by the client and the status sensor's poller (ml/polling.py)."""
+    if response.status_code == 404:
+        raise JobNotFound(
+            f"ml-analyze does not know job {job_id}: {error_message(response)}", status_code=404
+        )
+    failure = refusal(response)
+    if failure is not None:
+        raise failure
+    return _parse(JobStatus, response)
+
+
 class MLAnalyzeClient:
     def __init__(
         self,
@@ -159,11 +189,7 @@ class MLAnalyzeClient:
     def status(self, job_id: str, *, retry: bool = True) -> JobStatus:
         """Raises JobNotFound on 404. `retry=False` makes one attempt (the sensor's polling)."""
         response = self._request("GET", f"/analyze/status/{job_id}", retry=retry, not_found_ok=True)
-        if response.status_code == 404:
-            raise JobNotFound(
-                f"ml-analyze does not know job {job_id}: {error_message(response)}", status_code=404
-            )
-        return _parse(JobStatus, response)
+        return read_status(job_id, response)
 
     def _request(
         self, method: str, path: str, *, retry: bool = True, not_found_ok=False, **kwargs
@@ -182,17 +208,12 @@ class MLAnalyzeClient:
                     f"ml-analyze at {self.base_url} is unreachable: {exc!r}"
                 )
             else:
-                if response.status_code < 400 or (not_found_ok and response.status_code == 404):
+                refused = refusal(response)
+                if refused is None or (not_found_ok and response.status_code == 404):
                     return response
-                if response.status_code not in RETRY_STATUSES:
-                    raise MLAnalyzeError(
-                        f"ml-analyze refused {method} {path}: HTTP {response.status_code}: {error_message(response)}",
-                        status_code=response.status_code,
-                    )
-                failure = MLAnalyzeUnavailable(
-                    f"ml-analyze answered HTTP {response.status_code} to {method} {path}: {error_message(response)}",
-                    status_code=response.status_code,
-                )
+                if not isinstance(refused, MLAnalyzeUnavailable):
+                    raise refused
+                failure = refused
             if attempt < attempts:
                 self._sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
         raise failure

@@ -36,6 +36,7 @@ from .events import (
     phase_observation,
 )
 from .models import Health, JobStatus
+from .polling import poll_statuses
 from .tracking import (
     COMPLETED,
     GIVE_UP,
@@ -45,7 +46,6 @@ from .tracking import (
     TrackedJob,
     TrackerState,
     decide,
-    poll_jobs,
     summary_metadata,
 )
 
@@ -333,10 +333,11 @@ def evaluate(
         )
 
     jobs = sorted(state.jobs.values(), key=lambda j: j.last_polled)
-    answers = poll_jobs(
-        lambda: ml_analyze.client(retries=0, timeout=POLL_TIMEOUT_S, max_connections=1),
-        jobs,
+    answers = poll_statuses(
+        ml_analyze.url,
+        [job.job_id for job in jobs],
         budget_s=TICK_BUDGET_S,
+        timeout_s=POLL_TIMEOUT_S,
     )
 
     catalogue = _CatalogueReads(store, context.log)

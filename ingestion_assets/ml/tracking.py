@@ -1,22 +1,18 @@
 """Following ml-analyze jobs: what to do with each answer. Plain code, no Dagster.
 
 The status sensor keeps a `TrackerState` in its cursor, polls the jobs concurrently within
-a time budget, and turns each `Outcome` into Dagster events and run requests.
+a time budget (ml/polling.py), and turns each `Outcome` into Dagster events and run requests.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from ..catalogue.store import ItemCounts
-from .client import JobNotFound, MLAnalyzeClient, MLAnalyzeError, MLAnalyzeUnavailable
+from .client import JobNotFound, MLAnalyzeError, MLAnalyzeUnavailable
 from .models import JobStatus
 
 
@@ -85,9 +81,6 @@ class TrackerState:
             data[name] = {k: TrackedJob(**v) for k, v in data.get(name, {}).items()}
         return cls(**data)
 
-
-# Status requests in flight at once: more only queue at a single-process service.
-POLL_WORKERS = 8
 
 # What to do about one job after a poll.
 PROGRESS, COMPLETED, RESUBMIT, GIVE_UP, WAIT = (
@@ -189,51 +182,6 @@ def _failed(
         return Outcome(GIVE_UP, job, status, reason, errors, final_for_file=True)
     kind = RESUBMIT if job.attempt < max_attempts else GIVE_UP
     return Outcome(kind, job, status, reason, errors)
-
-
-def poll_jobs(
-    connect: Callable[[], MLAnalyzeClient],
-    jobs: list[TrackedJob],
-    *,
-    budget_s: float,
-    workers: int = POLL_WORKERS,
-) -> dict[str, JobStatus | MLAnalyzeError]:
-    """Poll `jobs` concurrently, in the order given, one attempt each, within `budget_s`.
-
-    Each worker has a client of its own (`connect()`), so a keep-alive connection of its own:
-    threads sharing one client queue on its connection pool's lock, and polled slower together
-    than one thread alone. Stops early when ml-analyze is unreachable: the rest keep their
-    place for the next tick.
-    """
-    deadline = time.monotonic() + budget_s
-    service_down = threading.Event()
-    answers: dict[str, JobStatus | MLAnalyzeError] = {}
-    queue = iter(jobs)
-    taking = threading.Lock()
-
-    def next_job() -> TrackedJob | None:
-        with taking:
-            return next(queue, None)
-
-    def work() -> None:
-        with connect() as client:
-            while not service_down.is_set() and time.monotonic() <= deadline:
-                job = next_job()
-                if job is None:
-                    return
-                try:
-                    answers[job.job_id] = client.status(job.job_id, retry=False)
-                except MLAnalyzeUnavailable as exc:
-                    service_down.set()
-                    answers[job.job_id] = exc
-                except MLAnalyzeError as exc:
-                    answers[job.job_id] = exc
-
-    count = max(1, min(workers, len(jobs)))
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        for done in [pool.submit(work) for _ in range(count)]:
-            done.result()
-    return answers
 
 
 # A file with at least this many rows that yields under half as many items is suspicious.
