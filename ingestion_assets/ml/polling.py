@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from ..tls import tls_context
 from .client import Answer, MLAnalyzeError, MLAnalyzeUnavailable, read_status
 from .models import JobStatus
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # Requests in flight at once: more only queue at a single-process service.
 POLL_CONNECTIONS = 8
@@ -46,6 +48,10 @@ def poll_statuses(
 async def _poll(
     base_url: str, job_ids: Sequence[str], budget_s: float, timeout_s: float, connections: int
 ) -> dict[str, Polled]:
+    # Imported here, not with the module: every run worker loads the code location, and only
+    # the sensor polls (aiohttp is a tenth of a second of each worker's start-up).
+    import aiohttp
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget_s
     answers: dict[str, Polled] = {}
@@ -71,6 +77,8 @@ async def _poll(
 
 
 async def _status(session: aiohttp.ClientSession, base_url: str, job_id: str) -> Polled:
+    import aiohttp  # loaded already by _poll
+
     path = f"/analyze/status/{job_id}"
     try:
         async with session.get(base_url + path, allow_redirects=False) as response:
