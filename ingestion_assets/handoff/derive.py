@@ -81,7 +81,7 @@ def single_sheet_xlsx(source: Path, target: Path, sheet_name: str) -> int:
     Raises DerivationError when the workbook cannot be read or has no such sheet; OSError
     (the file itself missing or unreadable) is left to the caller.
     """
-    import openpyxl  # type: ignore[import-untyped]
+    import openpyxl
 
     written = 0
     with _open_sheet(source, sheet_name) as (title, rows):
@@ -135,7 +135,7 @@ def _open_sheet(path: Path, sheet_name: str | None) -> Iterator[tuple[str, Itera
 def _open_xlsx_sheet(
     handle: BinaryIO, path: Path, sheet_name: str | None
 ) -> Iterator[tuple[str, Iterator[Row]]]:
-    import openpyxl  # type: ignore[import-untyped]
+    import openpyxl
     from openpyxl.worksheet._read_only import ReadOnlyWorksheet  # type: ignore[import-untyped]
 
     # A file object, not a path: openpyxl would refuse a name without an .xlsx extension.
@@ -160,7 +160,7 @@ def _open_xlsx_sheet(
 
 @contextmanager
 def _open_xls_sheet(path: Path, sheet_name: str | None) -> Iterator[tuple[str, Iterator[Row]]]:
-    import xlrd  # type: ignore[import-untyped]
+    import xlrd
 
     try:
         book = xlrd.open_workbook(str(path), on_demand=True)
@@ -205,7 +205,7 @@ def _pick_sheet(path: Path, names: Sequence[str], wanted: str) -> str:
 
 def _xls_value(cell: xlrd.sheet.Cell, datemode: int) -> object:
     """An .xls cell as the value openpyxl would give for the same cell of an .xlsx."""
-    import xlrd  # type: ignore[import-untyped]  # loaded by _open_xls_sheet: a lookup
+    import xlrd  # loaded by _open_xls_sheet: a lookup
 
     kind: int = cell.ctype
     value: object = cell.value

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 
@@ -81,7 +81,10 @@ def error_message(response: Answer) -> str:
     return str(body)[:500]
 
 
-def _parse(model, response: Answer):
+Model = TypeVar("Model", Health, JobStatus, Submission)
+
+
+def _parse(model: type[Model], response: Answer) -> Model:
     """A 2xx body as `model`; one that is not JSON or not the contract's shape is an
     MLAnalyzeError (pydantic's ValidationError is a ValueError), so that callers such as
     the status poller catch it like any other answer instead of crashing."""
