@@ -154,6 +154,14 @@ def test_the_sensor_reports_the_table_when_something_changed_and_only_then(
     quiet = tick(instance, again.cursor)
     assert quiet.skip_reason.skip_message == "nothing changed"
 
+    report_alfa_at_40_percent(instance)
+    changed = tick(instance, quiet.cursor)
+    [overview] = changed.asset_events
+    assert "**analyzing: 40 %**" in overview.metadata["suppliers, with links"].value
+
+
+def report_alfa_at_40_percent(instance) -> None:
+    """What the ml status sensor reports while alfa's analysis is 40 % done."""
     instance.report_runless_asset_event(
         AssetObservation(
             "ml_analysis_result",
@@ -162,9 +170,6 @@ def test_the_sensor_reports_the_table_when_something_changed_and_only_then(
             metadata={"phase": "analyzing", "progress_percentage": 40, "attempt": 1},
         )
     )
-    changed = tick(instance, quiet.cursor)
-    [overview] = changed.asset_events
-    assert "**analyzing: 40 %**" in overview.metadata["suppliers, with links"].value
 
 
 def test_freshness_is_looked_at_again_with_time_alone(instance, server, tmp_path):
@@ -206,14 +211,7 @@ def test_a_tick_rereads_only_what_changed_and_shows_what_a_full_read_shows(
     # A run that fails (beta), a run that succeeds (gamma), an observation (alfa).
     assert not sync_supplier(instance, resources, "beta", raise_on_error=False).success
     assert sync_supplier(instance, resources, "gamma").success
-    instance.report_runless_asset_event(
-        AssetObservation(
-            "ml_analysis_result",
-            partition="alfa",
-            description="Analyzing: 40% (4/10 items)",
-            metadata={"phase": "analyzing", "progress_percentage": 40, "attempt": 1},
-        )
-    )
+    report_alfa_at_40_percent(instance)
     incremental = tick(instance, first.cursor)
     [overview] = [e for e in incremental.asset_events if isinstance(e, AssetMaterialization)]
     table = overview.metadata["suppliers, with links"].value
