@@ -3,8 +3,9 @@
 Retries: 3, after 1 s, 2 s, 4 s (capped at 30 s), on 500/502/503/504 and connection
 errors. Any other 4xx fails at once with the service's own message.
 
-On urllib3: the status sensor makes thousands of small requests a tick, and urllib3 spends
-half the CPU per request that httpx does (docs/benchmarks.md, figure 3).
+On urllib3 (half the CPU per request of httpx): submissions, health checks and single status
+reads. The status sensor's many polls a tick go through ml/polling.py, which shares this
+module's reading of answers (`read_status`, `refusal`).
 """
 
 from __future__ import annotations
