@@ -16,7 +16,13 @@ from dagster import (
 )
 
 from ingestion_assets.overview.screen import markdown, phase_counts, rows
-from ingestion_assets.overview.sensor import STALE_AFTER_S, evaluate, supplier_overview_sensor
+from ingestion_assets.overview.sensor import (
+    BURST_INTERVAL_S,
+    BURST_SUPPLIERS,
+    STALE_AFTER_S,
+    evaluate,
+    supplier_overview_sensor,
+)
 from ingestion_assets.partitions import suppliers
 from ingestion_assets.status import SupplierStatus
 
@@ -222,3 +228,47 @@ def test_a_tick_rereads_only_what_changed_and_shows_what_a_full_read_shows(
     full = evaluate(instance, None, time.time())
     [from_scratch] = [e for e in full.asset_events if isinstance(e, AssetMaterialization)]
     assert from_scratch.metadata["suppliers, with links"].value == table
+
+
+def test_during_a_sync_of_many_the_overview_looks_less_often_and_misses_nothing(
+    instance, server, tmp_path
+):
+    keys = [f"s{i:02d}" for i in range(BURST_SUPPLIERS + 2)]
+    csv = loopback.file_body(b"name;price\nA;1\n", "text/csv")
+    master = master_sheet_csv(
+        [[key, server.route(f"/{key}.csv", csv), "csv", "yes", "yes"] for key in keys]
+    )
+    resources = courier_resources(tmp_path, server.route("/m.csv", loopback.file_body(master)))
+    sync_registry(instance, resources)
+    instance.add_dynamic_partitions(suppliers.name, keys)
+    now = time.time()
+    first = evaluate(instance, None, now)
+
+    def analysing(key: str, percent: int) -> None:
+        instance.report_runless_asset_event(
+            AssetObservation(
+                "ml_analysis_result",
+                partition=key,
+                metadata={"phase": "analyzing", "progress_percentage": percent, "attempt": 1},
+            )
+        )
+
+    # A few suppliers change between two looks: the next look comes a poll interval later.
+    analysing(keys[0], 10)
+    few = evaluate(instance, first.cursor, now + 4)
+    assert "**analyzing: 10 %**" in few.asset_events[0].metadata["suppliers, with links"].value
+    # More than BURST_SUPPLIERS change: a sync is under way, the next look waits.
+    for key in keys:
+        analysing(key, 20)
+    many = evaluate(instance, few.cursor, now + 8)
+    assert json.loads(many.cursor)["reread"] == len(keys)
+    analysing(keys[0], 30)
+    held = evaluate(instance, many.cursor, now + 12)
+    assert held.asset_events == [] and "a sync is under way" in held.skip_reason.skip_message
+    later = evaluate(instance, held.cursor, now + 8 + BURST_INTERVAL_S)
+    table = later.asset_events[0].metadata["suppliers, with links"].value
+    assert "**analyzing: 30 %**" in table and table.count("**analyzing: 20 %**") == len(keys) - 1
+    # Quiet again: one change is seen at the next poll interval.
+    analysing(keys[1], 40)
+    quiet = evaluate(instance, later.cursor, now + 12 + BURST_INTERVAL_S)
+    assert "**analyzing: 40 %**" in quiet.asset_events[0].metadata["suppliers, with links"].value

@@ -49,6 +49,12 @@ STALE_AFTER_S = 2 * SYNC_INTERVAL_HOURS * 3600  # two sync intervals
 REFRESH_S = 300  # freshness changes with time alone: read everyone again at least this often
 MAX_TOUCHED = 500  # more events than this since the last look: read everyone
 RUN_SLACK_S = 5  # runs updated this long before the last look are read again (clock races)
+# A sync under way: when a look re-read more than BURST_SUPPLIERS suppliers, the next waits
+# BURST_INTERVAL_S instead of a poll interval. Each re-read costs a handful of queries; looking
+# every few seconds during a sync of hundreds re-read each supplier several times over, and
+# took CPU from the runs themselves (docs/benchmarks.md, figure 2).
+BURST_SUPPLIERS = 10
+BURST_INTERVAL_S = 15
 
 supplier_overview = AssetSpec(
     OVERVIEW,
@@ -105,8 +111,9 @@ def touched_suppliers(instance: DagsterInstance, after_id: int, since: float) ->
 
 def current_statuses(
     instance: DagsterInstance, cursor: Mapping[str, Any], now: float
-) -> list[SupplierStatus]:
-    """Every supplier's status: those the cursor holds, re-read where something happened."""
+) -> tuple[list[SupplierStatus], int]:
+    """Every supplier's status: those the cursor holds, re-read where something happened; and
+    how many were re-read because something happened (0 when everyone was read)."""
     keys = instance.get_dynamic_partitions(suppliers.name)
     held = {s["key"]: SupplierStatus(**s) for s in cursor.get("statuses", [])}
     touched = (
@@ -114,12 +121,15 @@ def current_statuses(
         if held and now - cursor.get("full_at", 0) < REFRESH_S
         else None
     )
-    return [
-        held[key]
-        if touched is not None and key in held and key not in touched
-        else supplier_status(instance, key)
-        for key in sorted(keys)
-    ]
+    statuses, reread = [], 0
+    for key in sorted(keys):
+        if touched is not None and key in held and key not in touched:
+            statuses.append(held[key])
+        else:
+            statuses.append(supplier_status(instance, key))
+            if touched is not None:
+                reread += 1
+    return statuses, reread
 
 
 def _json(metadata: Mapping[str, MetadataValue], name: str, default: Any) -> Any:
@@ -177,8 +187,13 @@ def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> 
     newest = instance.event_log_storage.get_maximum_record_id() or 0
     if newest == cursor.get("newest") and now - cursor.get("full_at", 0) < REFRESH_S:
         return SensorResult(skip_reason="nothing changed", cursor=cursor_text)
+    if cursor.get("reread", 0) > BURST_SUPPLIERS and now - cursor["at"] < BURST_INTERVAL_S:
+        wait = BURST_INTERVAL_S - (now - cursor["at"])
+        return SensorResult(
+            skip_reason=f"a sync is under way: the next look in {wait:.0f} s", cursor=cursor_text
+        )
     full = not cursor.get("statuses") or now - cursor.get("full_at", 0) >= REFRESH_S
-    statuses = current_statuses(instance, cursor, now)
+    statuses, reread = current_statuses(instance, cursor, now)
     table = overview_rows(instance, now, statuses)
     event = overview_event(table)
     digest = hashlib.md5(
@@ -196,6 +211,7 @@ def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> 
         "full_at": now if full else cursor["full_at"],
         "digest": digest,
         "stale": stale,
+        "reread": reread,
         "statuses": [dataclasses.asdict(s) for s in statuses],
     }
     return SensorResult(
