@@ -53,9 +53,11 @@ status: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+## make lint: ruff (check and format) and mypy --strict on the package and the reference server.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## make lock: refresh requirements.lock after changing dependencies in pyproject.toml.
 lock:
