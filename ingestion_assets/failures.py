@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from dagster import AssetExecutionContext, AssetKey, Failure
 
+from .errors import CourierError
+
 Step = TypeVar("Step", bound=Callable[..., Any])
 
 NO_RUN_RETRY = {"dagster/retry_on_asset_or_op_failure": "false"}
@@ -37,6 +39,25 @@ def failure(
     if not retryable or retried_elsewhere:
         no_run_retry(context)
     return Failure(message, allow_retries=retryable, metadata=dict(metadata or {}))
+
+
+def step_failure(
+    context: AssetExecutionContext,
+    error: CourierError,
+    message: str | None = None,
+    *,
+    retried_elsewhere: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> Failure:
+    """The Failure for a cause the courier named: `message` (the error's own words by
+    default), run retries on only when it may heal and nothing else retries it."""
+    return failure(
+        context,
+        message or str(error),
+        retryable=error.retryable and not retried_elsewhere,
+        retried_elsewhere=retried_elsewhere,
+        metadata=metadata,
+    )
 
 
 def names_the_supplier(step: Step) -> Step:

@@ -2,4 +2,5 @@
 
 from dagster import DynamicPartitionsDefinition
 
-suppliers = DynamicPartitionsDefinition(name="suppliers")
+SUPPLIERS = "suppliers"  # its name, for the instance's dynamic-partition calls
+suppliers = DynamicPartitionsDefinition(name=SUPPLIERS)

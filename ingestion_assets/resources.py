@@ -7,8 +7,10 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dagster import ConfigurableResource, EnvVar
+from dagster._config.field_utils import IntEnvVar  # what EnvVar.int returns; not exported
 
 from .catalogue.store import Catalogue
 from .fetching.fetcher import SourceFetcher, is_local_path
@@ -21,14 +23,14 @@ from .ml.client import MLAnalyzeClient
 DEV_DATA = Path(".data")
 
 
-class MasterSheetResource(ConfigurableResource):
+class MasterSheetResource(ConfigurableResource["MasterSheetResource"]):
     """Where the list of suppliers lives: a Google Sheet URL, an export URL, a CSV/XLSX path or URL."""
 
     url: str = str(DEV_DATA / "demo" / "master_sheet.csv")
     worksheet: str = "Suppliers"
 
 
-class FetchResource(ConfigurableResource):
+class FetchResource(ConfigurableResource["FetchResource"]):
     """How suppliers' files are fetched, and the guards around it."""
 
     max_file_size_mb: int = 50
@@ -77,7 +79,7 @@ class FetchResource(ConfigurableResource):
         return Path(self.downloads_dir).resolve() / supplier_key
 
 
-class SharedVolumeResource(ConfigurableResource):
+class SharedVolumeResource(ConfigurableResource["SharedVolumeResource"]):
     """The folder shared with ml-analyze, as the courier mounts it and as ml-analyze does."""
 
     uploads_dir: str = str(DEV_DATA / "shared" / "uploads")
@@ -94,7 +96,7 @@ class SharedVolumeResource(ConfigurableResource):
         return str(Path(self.ml_uploads_dir) / path.relative_to(self.volume().root))
 
 
-class MLAnalyzeResource(ConfigurableResource):
+class MLAnalyzeResource(ConfigurableResource["MLAnalyzeResource"]):
     """ml-analyze: where it is, and how the courier follows its jobs."""
 
     url: str = "http://127.0.0.1:8001"
@@ -113,14 +115,18 @@ class MLAnalyzeResource(ConfigurableResource):
     # workbook of the master sheet's `sheet_name` alone. Newer services read `priority_sheet`.
     reads_active_sheet_only: bool = False
 
-    def client(self, **overrides) -> MLAnalyzeClient:
-        return MLAnalyzeClient(self.url, **{"timeout": self.timeout_seconds, **overrides})
+    def client(self, *, retries: int = 3, timeout: float | None = None) -> MLAnalyzeClient:
+        return MLAnalyzeClient(
+            self.url,
+            retries=retries,
+            timeout=self.timeout_seconds if timeout is None else timeout,
+        )
 
     def parses(self) -> frozenset[str]:
         return frozenset(t.strip().lower() for t in self.file_types.split(",") if t.strip())
 
 
-class CatalogueResource(ConfigurableResource):
+class CatalogueResource(ConfigurableResource["CatalogueResource"]):
     """The catalogue database ml-analyze writes into (PostgreSQL; SQLite for `make dev`).
     Empty: no catalogue: suppliers are not synced into it and match counts are not read."""
 
@@ -136,10 +142,11 @@ class CatalogueResource(ConfigurableResource):
             yield store
 
 
-def _env(name: str, default=None, *, as_int: bool = False):
-    """EnvVar when the variable is set (the UI shows where a value came from), else the default."""
+def _env(name: str, *, as_int: bool = False) -> EnvVar | IntEnvVar | None:
+    """EnvVar when the variable is set (the UI shows where a value came from), else None: the
+    resource's default."""
     if name not in os.environ:
-        return default
+        return None
     return EnvVar.int(name) if as_int else EnvVar(name)
 
 
@@ -150,11 +157,14 @@ def _env_bool(name: str) -> bool | None:
     return os.environ[name].strip().lower() not in ("false", "0", "no", "off", "")
 
 
-def _configured(resource_cls, **fields):
+Resource = TypeVar("Resource", bound=ConfigurableResource[Any])
+
+
+def _configured(resource_cls: type[Resource], **fields: object) -> Resource:
     return resource_cls(**{k: v for k, v in fields.items() if v is not None})
 
 
-def resources_from_env() -> dict:
+def resources_from_env() -> dict[str, ConfigurableResource[Any]]:
     return {
         "master_sheet": _configured(
             MasterSheetResource,

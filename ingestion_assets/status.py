@@ -17,18 +17,9 @@ from dagster import (
     RunsFilter,
 )
 
-from .ml.events import (
-    ANALYZING,
-    COMPLETED,
-    FAILED,
-    ML_OFF,
-    ML_RESULT,
-    RETRYING,
-    SUBMITTED,
-    WAITING,
-    latest_ml_state,
-)
-from .partitions import suppliers
+from .event_metadata import number, text, whole
+from .ml.events import ML_RESULT, OUTSTANDING, MLPhase, latest_ml_state
+from .partitions import SUPPLIERS
 
 IN_PROGRESS = {
     DagsterRunStatus.QUEUED,
@@ -58,49 +49,37 @@ class SupplierStatus:
     run_id: str | None = None  # the supplier's latest run
 
 
-def _value(metadata, name):
-    entry = metadata.get(name)
-    return entry.value if entry is not None else None
-
-
 def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
-    raw = instance.fetch_materializations(
+    raws = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=RAW, asset_partitions=[key]), limit=1
     ).records
-    raw = raw[0] if raw else None
-    ml_phase, ml_record = latest_ml_state(instance, key)
+    download = raws[0] if raws else None
+    ml = latest_ml_state(instance, key)
+    ml_phase, ml_record = ml
     runs = instance.get_run_records(RunsFilter(tags={"dagster/partition": key}), limit=1)
     run = runs[0] if runs else None
     status = SupplierStatus(key, "never synced")
-    if raw:
-        metadata = raw.asset_materialization.metadata
-        status.size, status.md5, status.updated = (
-            _value(metadata, "size_bytes"),
-            _value(metadata, "checksum_md5"),
-            raw.timestamp,
-        )
-        status.file_at = raw.timestamp
+    if download is not None and download.asset_materialization is not None:
+        metadata = download.asset_materialization.metadata
+        status.size, status.md5 = whole(metadata, "size_bytes"), text(metadata, "checksum_md5")
+        status.updated = status.file_at = download.timestamp
     if run:
         status.run_id = run.dagster_run.run_id
-    if ml_record:
-        event = (
-            ml_record.asset_materialization
-            if ml_phase == COMPLETED
-            else ml_record.asset_observation
-        )
-        metadata = event.metadata
+    if ml_record is not None:
+        metadata = ml.metadata
         status.updated = max(status.updated or 0, ml_record.timestamp)
-        status.attempts = _value(metadata, "attempt")
-        if ml_phase == ANALYZING:
-            status.progress = _value(metadata, "progress_percentage")
-        if ml_phase == COMPLETED:
+        status.attempts = whole(metadata, "attempt")
+        if ml_phase == MLPhase.ANALYZING:
+            progress = number(metadata, "progress_percentage")
+            status.progress = round(progress) if progress is not None else None
+        if ml_phase == MLPhase.COMPLETED:
             status.analysed_at = ml_record.timestamp
-            status.items = _value(metadata, "items_total")
-            status.matched = _value(metadata, "items_matched")
-            status.review = _value(metadata, "items_review")
-            status.errors = _value(metadata, "error_count")
-        status.detail = event.description or ""
-    if ml_phase not in (COMPLETED, None):
+            status.items = whole(metadata, "items_total")
+            status.matched = whole(metadata, "items_matched")
+            status.review = whole(metadata, "items_review")
+            status.errors = whole(metadata, "error_count")
+        status.detail = ml.description
+    if ml_phase not in (MLPhase.COMPLETED, None):
         last = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=[key]), limit=1
         ).records
@@ -108,8 +87,8 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
 
     # The latest run counts if it started after the latest event, or produced it itself (a run
     # whose hand-off or submission failed has materialized raw_download just before).
-    latest = max((r for r in (raw, ml_record) if r), key=lambda r: r.timestamp, default=None)
-    run_is_newest = run and (
+    latest = max((r for r in (download, ml_record) if r), key=lambda r: r.timestamp, default=None)
+    run_is_newest = run is not None and (
         run.create_timestamp.timestamp() > (status.updated or 0)
         or (latest is not None and latest.run_id == run.dagster_run.run_id)
     )
@@ -121,17 +100,17 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
     elif run and run.dagster_run.status == DagsterRunStatus.FAILURE and run_is_newest:
         status.phase, status.detail = "failed", _failure_reason(instance, run.dagster_run.run_id)
         status.updated = run.update_timestamp.timestamp()
-    elif ml_phase in (SUBMITTED, ANALYZING, RETRYING):
+    elif ml_phase in OUTSTANDING:
         status.phase = "analyzing"
-    elif ml_phase == COMPLETED:
+    elif ml_phase == MLPhase.COMPLETED:
         status.phase = "completed with warnings" if status.errors else "complete"
-    elif ml_phase == FAILED:
+    elif ml_phase == MLPhase.FAILED:
         status.phase = "failed"
-    elif ml_phase == ML_OFF:
+    elif ml_phase == MLPhase.ML_OFF:
         status.phase = "ML off"
-    elif ml_phase == WAITING:
+    elif ml_phase == MLPhase.WAITING:
         status.phase = "waiting for ml-analyze"
-    elif raw:
+    elif download:
         status.phase = "downloaded"
     return status
 
@@ -159,7 +138,10 @@ def _failure_reason(instance: DagsterInstance, run_id: str) -> str:
     for record in instance.get_records_for_run(
         run_id, of_type=DagsterEventType.STEP_FAILURE
     ).records:
-        data = record.event_log_entry.dagster_event.step_failure_data
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        data = event.step_failure_data
         if data.user_failure_data and data.user_failure_data.description:
             return data.user_failure_data.description
         return data.error.message.strip() if data.error else "step failed"
@@ -168,13 +150,12 @@ def _failure_reason(instance: DagsterInstance, run_id: str) -> str:
 
 def all_statuses(instance: DagsterInstance) -> list[SupplierStatus]:
     return [
-        supplier_status(instance, key)
-        for key in sorted(instance.get_dynamic_partitions(suppliers.name))
+        supplier_status(instance, key) for key in sorted(instance.get_dynamic_partitions(SUPPLIERS))
     ]
 
 
 def render(statuses: list[SupplierStatus]) -> str:
-    def cell(value) -> str:
+    def cell(value: object) -> str:
         return "-" if value is None else str(value)
 
     header = [
@@ -201,7 +182,7 @@ def render(statuses: list[SupplierStatus]) -> str:
             cell(s.review),
             cell(s.errors),
             cell(s.attempts),
-            dt.datetime.fromtimestamp(s.updated, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            dt.datetime.fromtimestamp(s.updated, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
             if s.updated
             else "-",
             s.detail[:80],

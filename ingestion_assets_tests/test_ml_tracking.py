@@ -21,11 +21,7 @@ from ingestion_assets.ml.client import (
 from ingestion_assets.ml.models import JobStatus
 from ingestion_assets.ml.polling import poll_statuses
 from ingestion_assets.ml.tracking import (
-    COMPLETED,
-    GIVE_UP,
-    PROGRESS,
-    RESUBMIT,
-    WAIT,
+    Next,
     TrackedJob,
     TrackerState,
     decide,
@@ -75,19 +71,19 @@ def seen(job: TrackedJob, answer: JobStatus, at_s: float = 0) -> TrackedJob:
 def test_a_finished_job_is_completed(state: str) -> None:
     answer = job_status(state, progress_percentage=100, items_total=4, errors=["Row 6: bad"])
     outcome = run(tracked(), answer)
-    assert outcome.kind == COMPLETED and outcome.status is answer and outcome.reason == ""
+    assert outcome.kind == Next.COMPLETED and outcome.status is answer and outcome.reason == ""
 
 
 def test_completion_wins_over_the_stall_timeout() -> None:
     outcome = run(tracked(attempt=MAX_ATTEMPTS), job_status("completed"), after_s=STALL_S * 10)
-    assert outcome.kind == COMPLETED
+    assert outcome.kind == Next.COMPLETED
 
 
 def test_a_failed_job_is_resubmitted_while_attempts_remain() -> None:
     answer = job_status("failed", errors=["File parsing failed"])
     for attempt in range(1, MAX_ATTEMPTS):
         outcome = run(tracked(attempt=attempt), answer, log_messages=("[llm] Ollama timed out",))
-        assert outcome.kind == RESUBMIT, attempt
+        assert outcome.kind == Next.RESUBMIT, attempt
         assert outcome.errors == ("File parsing failed", "[llm] Ollama timed out")
         assert "failed" in outcome.reason and outcome.status is answer
 
@@ -116,7 +112,7 @@ def test_a_failed_job_is_resubmitted_while_attempts_remain() -> None:
 def test_a_cause_that_will_not_heal_is_not_resubmitted(errors, logs, cause) -> None:
     """Classified from the status's errors or the catalogue's log rows, at the first attempt."""
     outcome = run(tracked(attempt=1), job_status("failed", errors=errors), log_messages=logs)
-    assert outcome.kind == GIVE_UP
+    assert outcome.kind == Next.GIVE_UP
     assert "will not heal" in outcome.reason and cause in outcome.reason
     assert outcome.errors == (*errors, *logs)
 
@@ -125,11 +121,11 @@ def test_a_failed_job_is_given_up_at_the_last_attempt() -> None:
     answer = job_status("failed", errors=["Could not read the file", "Row 3: no price"])
     for attempt in (MAX_ATTEMPTS, MAX_ATTEMPTS + 1):
         outcome = run(tracked(attempt=attempt), answer)
-        assert outcome.kind == GIVE_UP
+        assert outcome.kind == Next.GIVE_UP
         assert outcome.errors == ("Could not read the file", "Row 3: no price")
 
 
-@pytest.mark.parametrize(("attempt", "kind"), [(1, RESUBMIT), (2, RESUBMIT), (3, GIVE_UP)])
+@pytest.mark.parametrize(("attempt", "kind"), [(1, Next.RESUBMIT), (2, Next.RESUBMIT), (3, Next.GIVE_UP)])
 def test_a_lost_job_is_resubmitted_or_given_up(attempt: int, kind: str) -> None:
     lost = JobNotFound("ml-analyze does not know job job-1: Job not found", status_code=404)
     outcome = run(tracked(attempt=attempt), lost)
@@ -140,9 +136,9 @@ def test_a_lost_job_is_resubmitted_or_given_up(attempt: int, kind: str) -> None:
 
 def test_another_refusal_on_status_is_a_failure_with_its_message() -> None:
     refused = MLAnalyzeError("ml-analyze refused GET ...: HTTP 400: bad job id", status_code=400)
-    assert run(tracked(), refused).kind == RESUBMIT
+    assert run(tracked(), refused).kind == Next.RESUBMIT
     outcome = run(tracked(attempt=MAX_ATTEMPTS), refused)
-    assert outcome.kind == GIVE_UP and "bad job id" in outcome.reason
+    assert outcome.kind == Next.GIVE_UP and "bad job id" in outcome.reason
 
 
 @pytest.mark.parametrize("attempt", [1, MAX_ATTEMPTS])
@@ -151,7 +147,7 @@ def test_an_unreachable_service_only_means_wait(attempt: int, after_s: float) ->
     """Never final: not at the last attempt, not even long past the stall timeout."""
     down = MLAnalyzeUnavailable("ml-analyze at http://ml-analyze:8001 is unreachable")
     outcome = run(tracked(attempt=attempt, last_progress=40), down, after_s=after_s)
-    assert outcome.kind == WAIT and "unreachable" in outcome.reason
+    assert outcome.kind == Next.WAIT and "unreachable" in outcome.reason
 
 
 @pytest.mark.parametrize("state", ["processing", "pending"])
@@ -164,7 +160,7 @@ def test_a_job_with_no_progress_past_the_timeout_is_stalled_and_not_resubmitted(
     answer = job_status(state, progress_percentage=40)
     job = seen(tracked(attempt=attempt), answer, at_s=600)
     outcome = run(job, answer, after_s=600 + STALL_S + 1)
-    assert outcome.kind == GIVE_UP
+    assert outcome.kind == Next.GIVE_UP
     assert "no progress for 30 min" in outcome.reason and state in outcome.reason
     assert "not resubmitted" in outcome.reason and "force=true" in outcome.reason
 
@@ -172,28 +168,28 @@ def test_a_job_with_no_progress_past_the_timeout_is_stalled_and_not_resubmitted(
 def test_a_job_is_not_stalled_up_to_the_timeout_since_its_last_progress() -> None:
     answer = job_status("processing", progress_percentage=40)
     job = seen(tracked(), answer, at_s=STALL_S)  # long after submission, but it moved then
-    assert run(job, answer, after_s=STALL_S * 2).kind == WAIT
-    assert run(job, answer, after_s=STALL_S * 2 + 1).kind == GIVE_UP
+    assert run(job, answer, after_s=STALL_S * 2).kind == Next.WAIT
+    assert run(job, answer, after_s=STALL_S * 2 + 1).kind == Next.GIVE_UP
 
 
 def test_a_slow_job_that_keeps_moving_is_never_stalled() -> None:
     job = tracked()
     for step in range(1, 10):
         answer = job_status("processing", progress_percentage=step * 10, items_processed=step)
-        assert run(job, answer, after_s=step * (STALL_S - 1)).kind == PROGRESS
+        assert run(job, answer, after_s=step * (STALL_S - 1)).kind == Next.PROGRESS
 
 
 def test_changed_progress_is_reported() -> None:
     first = run(tracked(), job_status("pending", progress_percentage=0))
-    assert first.kind == PROGRESS  # nothing reported yet
+    assert first.kind == Next.PROGRESS  # nothing reported yet
     later = run(tracked(last_progress=40), job_status(progress_percentage=55, items_processed=55))
-    assert later.kind == PROGRESS and later.status.items_processed == 55
+    assert later.kind == Next.PROGRESS and later.status.items_processed == 55
 
 
 def test_unchanged_progress_is_a_wait() -> None:
     answer = job_status(progress_percentage=40)
     outcome = run(seen(tracked(), answer), answer)
-    assert outcome.kind == WAIT and outcome.status is answer
+    assert outcome.kind == Next.WAIT and outcome.status is answer
 
 
 # --- the cursor ----------------------------------------------------------------
@@ -474,18 +470,18 @@ def test_poll_statuses_follows_many_real_jobs_to_completion(
             for job_id, answer in answers.items():
                 job = outstanding[job_id]
                 outcome = decide(job, answer, time.time(), STALL_S, MAX_ATTEMPTS)
-                if outcome.kind in (COMPLETED, RESUBMIT, GIVE_UP):
+                if outcome.kind in (Next.COMPLETED, Next.RESUBMIT, Next.GIVE_UP):
                     final[job_id] = outcome
                     del outstanding[job_id]
-                elif outcome.kind == PROGRESS:
+                elif outcome.kind == Next.PROGRESS:
                     outstanding[job_id] = replace(job, last_progress=answer.progress_percentage)
             time.sleep(0.05)
 
     never_submitted = final.pop(jobs[-1].job_id)
-    assert never_submitted.kind == RESUBMIT and "lost" in never_submitted.reason
+    assert never_submitted.kind == Next.RESUBMIT and "lost" in never_submitted.reason
     assert len(final) == 60
     for outcome in final.values():
-        assert outcome.kind == COMPLETED
+        assert outcome.kind == Next.COMPLETED
         metadata = summary_metadata(outcome.job, outcome.status)
         assert metadata["outcome"] == "completed with warnings"  # the row without a price
         assert (metadata["items_total"], metadata["items_processed"]) == (3, 3)

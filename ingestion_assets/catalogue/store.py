@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
+from ..errors import CourierError
 from ..registry.models import Supplier
 from . import schema
 from .sync import Action, CatalogueRow, Change, find_row, plan_sync
@@ -19,12 +20,11 @@ from .sync import Action, CatalogueRow, Change, find_row, plan_sync
 CONNECT_TIMEOUT_S = 5
 
 
-class CatalogueError(Exception):
-    """The catalogue cannot be used; `retryable` when it is unreachable rather than refusing."""
+class CatalogueError(CourierError):
+    """The catalogue cannot be used; `retryable` (the default) when it is unreachable rather
+    than refusing."""
 
-    def __init__(self, message: str, *, retryable: bool = True):
-        super().__init__(message)
-        self.retryable = retryable
+    retryable = True
 
 
 @dataclass(frozen=True)

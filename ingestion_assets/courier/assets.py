@@ -2,6 +2,7 @@
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .. import pools
 from ..catalogue.assets import synced_supplier_ids
 from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
-from ..failures import failure, names_the_supplier
+from ..failures import failure, names_the_supplier, step_failure
 from ..fetching.errors import FetchError
 from ..fetching.fetcher import FetchedFile
 from ..fetching.google_sheets import XLSX_MIME
@@ -173,10 +174,8 @@ def raw_download(
                 supplier, store, lambda: synced_supplier_ids(context.instance)
             )
     except CatalogueError as exc:
-        raise failure(
-            context,
-            f"{describe(supplier, source)}: no catalogue row, nothing fetched: {exc}",
-            retryable=exc.retryable,
+        raise step_failure(
+            context, exc, f"{describe(supplier, source)}: no catalogue row, nothing fetched: {exc}"
         ) from exc
     if warning:
         context.log.warning(f"{describe(supplier, source)}: {warning}")
@@ -219,11 +218,11 @@ def raw_download(
                 context.partition_key, str(exc), attempt, retry_at, one_off
             )
             context.log_event(observation)
-            message += f" ({observation.description.split('; ', 1)[-1]})"
-        raise failure(
+            message += f" ({(observation.description or '').split('; ', 1)[-1]})"
+        raise step_failure(
             context,
+            exc,
             message,
-            retryable=False,
             retried_elsewhere=exc.retryable,
             metadata={"supplier": supplier.name, "source_url": source, "retryable": exc.retryable},
         ) from exc
@@ -231,7 +230,7 @@ def raw_download(
         # Staged: the handed-in file has been taken, it may leave the inbox now.
         moved = claim(Path(supplier.source_url), Path(fetch.inbox_dir))
         context.log.info(f"{supplier.key}: inbox file taken, moved to {moved}")
-    downloaded_at = fetched.unchanged_since or dt.datetime.now(dt.timezone.utc).isoformat()
+    downloaded_at = fetched.unchanged_since or dt.datetime.now(dt.UTC).isoformat()
     if fetched.unchanged_since:
         context.log.info(f"{supplier.key}: unchanged since {fetched.unchanged_since} (HTTP 304)")
     downloaded = RawDownload(supplier, fetched, source, downloaded_at)
@@ -269,7 +268,7 @@ def shared_file(
     raw_download: RawDownload,
     shared_volume: SharedVolumeResource,
     ml_analyze: MLAnalyzeResource,
-):
+) -> Iterator[Output[SharedFile] | AssetCheckResult]:
     """The hand-off: the file on the shared volume (atomic write) with its `.meta.json` sidecar.
     The same content already handed off for this supplier is reused, not copied again."""
     supplier, fetched = raw_download.supplier, raw_download.file
@@ -298,10 +297,8 @@ def shared_file(
     try:
         handed = volume.hand_off(fetched.path, metadata, fetched.kind.extension, fetched.mtime_ns)
     except HandOffError as exc:
-        raise failure(
-            context,
-            f"{describe(supplier, raw_download.source_url)}: {exc}",
-            retryable=exc.retryable,
+        raise step_failure(
+            context, exc, f"{describe(supplier, raw_download.source_url)}: {exc}"
         ) from exc
     context.log.info(
         f"{supplier.key}: {'reused' if handed.reused else 'handed off'} {handed.path.name}"
@@ -318,17 +315,15 @@ def shared_file(
         try:
             derived = _hand_off_derived(volume, handed, plan, supplier, fetched.path.parent)
         except DerivationError as exc:
-            raise failure(
+            raise step_failure(
                 context,
+                exc,
                 f"{describe(supplier, raw_download.source_url)}: the file was handed off, but "
                 f"a form ml-analyze reads ({plan.derivation}) cannot be made from it: {exc}",
-                retryable=False,
             ) from exc
         except HandOffError as exc:
-            raise failure(
-                context,
-                f"{describe(supplier, raw_download.source_url)}: {exc}",
-                retryable=exc.retryable,
+            raise step_failure(
+                context, exc, f"{describe(supplier, raw_download.source_url)}: {exc}"
             ) from exc
         context.log.info(f"{supplier.key}: {plan.derivation}: {derived.path.name}")
     analysed = derived or handed

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from ingestion_assets.errors import CourierError
 from ingestion_assets.registry.tables import MasterSheetError, read_csv_rows
 
 if TYPE_CHECKING:
@@ -38,8 +39,9 @@ _MAX_COLUMNS = 16_384
 Row = Sequence[object]
 
 
-class DerivationError(Exception):
-    """The file cannot be turned into a workbook the parser reads; the message is for the user."""
+class DerivationError(CourierError):
+    """The file cannot be turned into a workbook the parser reads (it will not heal by itself);
+    the message is for the user."""
 
 
 def csv_to_xlsx(source: Path, target: Path) -> int:

@@ -9,15 +9,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CourierError
 from .atomic import LINK_UNSUPPORTED, atomic_copy, atomic_link, atomic_write, file_md5
 from .naming import sanitize_filename
 from .sidecar import SIDECAR_SUFFIX, FileMetadata
 
 
-class HandOffError(Exception):
-    def __init__(self, message: str, *, retryable: bool = False):
-        super().__init__(message)
-        self.retryable = retryable
+class HandOffError(CourierError):
+    """The file could not be put on the shared volume; `retryable` for a full disk or an I/O
+    error, which may clear."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 the status sensor reports the outcome as this asset's materialization."""
 
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -19,17 +20,17 @@ from ..catalogue.assets import synced_supplier_ids
 from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
 from ..courier.assets import SharedFile, describe
-from ..failures import failure, names_the_supplier
+from ..event_metadata import flag, number, text
+from ..failures import failure, names_the_supplier, step_failure
 from ..handoff.atomic import file_md5
-from ..partitions import suppliers
+from ..partitions import SUPPLIERS, suppliers
+from ..registry.models import Supplier
 from ..resources import CatalogueResource, MLAnalyzeResource
-from .client import JobNotFound, MLAnalyzeError, MLAnalyzeUnavailable
+from .client import JobNotFound, MLAnalyzeClient, MLAnalyzeError, MLAnalyzeUnavailable
 from .events import (
     ATTEMPT_TAG,
-    FAILED,
-    ML_OFF,
     REPLACES_TAG,
-    WAITING,
+    MLPhase,
     latest_ml_state,
     latest_submission,
     phase_observation,
@@ -56,7 +57,7 @@ def ml_analysis_result(
     shared_file: SharedFile,
     ml_analyze: MLAnalyzeResource,
     catalogue: CatalogueResource,
-):
+) -> Iterator[AssetObservation]:
     """The analysis of the supplier's file by ml-analyze: items extracted, matched, sent to
     review, errors. Materialized by the ml status sensor when the job ends."""
     supplier, handed = shared_file.supplier, shared_file.handed_off
@@ -72,7 +73,7 @@ def ml_analysis_result(
             f"{who}: ML processing is off ({switch}); the file stays on the shared volume"
         )
         yield phase_observation(
-            key, ML_OFF, f"ML processing off ({switch})", shared_path=str(handed.path)
+            key, MLPhase.ML_OFF, f"ML processing off ({switch})", shared_path=str(handed.path)
         )
         return
 
@@ -80,7 +81,7 @@ def ml_analysis_result(
         # The service cannot parse this file and no form it parses can be made: say so once,
         # never submit it to fail again and again.
         yield phase_observation(
-            key, FAILED, f"{who}: {shared_file.refused}", reason=shared_file.refused
+            key, MLPhase.FAILED, f"{who}: {shared_file.refused}", reason=shared_file.refused
         )
         raise failure(context, f"{who}: not submitted: {shared_file.refused}", retryable=False)
 
@@ -150,8 +151,8 @@ def ml_analysis_result(
         yield _waiting(context, ml_analyze, shared_file, who, str(exc))
         return
     except MLAnalyzeError as exc:
-        raise failure(
-            context, f"{who}: ml-analyze refused the submission: {exc}", retryable=False
+        raise step_failure(
+            context, exc, f"{who}: ml-analyze refused the submission: {exc}"
         ) from exc
 
     job = TrackedJob(
@@ -188,10 +189,10 @@ def _waiting(
     key, target = context.partition_key, shared_file.to_analyse
     md5 = target.metadata.checksum_md5
     now = time.time()
-    phase, record = latest_ml_state(context.instance, key)
+    state = latest_ml_state(context.instance, key)
     since = now
-    if phase == WAITING and record.asset_observation.metadata["checksum_md5"].value == md5:
-        since = record.asset_observation.metadata["waiting_since"].value
+    if state.phase == MLPhase.WAITING and text(state.metadata, "checksum_md5") == md5:
+        since = number(state.metadata, "waiting_since") or now
     limit_s = ml_analyze.wait_limit_minutes * 60
     if now - since > limit_s:
         hours = (now - since) / 3600
@@ -202,14 +203,14 @@ def _waiting(
             "Materialize the partition again once it is back.",
             retryable=False,
         )
-    until = datetime.fromtimestamp(since + limit_s, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    until = datetime.fromtimestamp(since + limit_s, UTC).strftime("%Y-%m-%d %H:%M UTC")
     context.log.warning(
         f"{who}: waiting for ml-analyze ({reason}); submitted as soon as it is ready, "
         f"until {until}. No run is held meanwhile."
     )
     return phase_observation(
         key,
-        WAITING,
+        MLPhase.WAITING,
         f"Waiting for ml-analyze: {reason}. Submitted as soon as it is ready (until {until}).",
         reason=reason,
         waiting_since=since,
@@ -224,18 +225,17 @@ def _waiting(
 def _failed_for_good(context: AssetExecutionContext, md5: str) -> str | None:
     """The reason, when this very file's last analysis failed in a way a new submission of it
     would not mend (a cause that will not heal, a stalled job that may still run)."""
-    phase, record = latest_ml_state(context.instance, context.partition_key)
-    if phase != FAILED:
+    state = latest_ml_state(context.instance, context.partition_key)
+    if state.phase != MLPhase.FAILED:
         return None
-    metadata = record.asset_observation.metadata
-    final = metadata.get("final_for_file")
-    same_file = metadata.get("checksum_md5")
-    if final is None or not final.value or same_file is None or same_file.value != md5:
+    if not flag(state.metadata, "final_for_file") or text(state.metadata, "checksum_md5") != md5:
         return None
-    return str(metadata["reason"].value)
+    return text(state.metadata, "reason") or "failed for good"
 
 
-def _catalogue_row(context, catalogue: CatalogueResource, supplier, who: str) -> str:
+def _catalogue_row(
+    context: AssetExecutionContext, catalogue: CatalogueResource, supplier: Supplier, who: str
+) -> str:
     """ml-analyze stores items against the catalogue's supplier row: make sure it exists. An
     unreachable catalogue: a supplier the last master sync knew goes on under that sync's id
     (as raw_download does; a job that then fails is resubmitted by the status sensor)."""
@@ -246,10 +246,10 @@ def _catalogue_row(context, catalogue: CatalogueResource, supplier, who: str) ->
             )
             row_id = found.supplier_id
     except CatalogueError as exc:
-        raise failure(
+        raise step_failure(
             context,
+            exc,
             f"{who}: cannot make sure the catalogue has the supplier's row, nothing submitted: {exc}",
-            retryable=exc.retryable,
         ) from exc
     if warning:
         context.log.warning(f"{who}: {warning}")
@@ -261,7 +261,7 @@ def _catalogue_row(context, catalogue: CatalogueResource, supplier, who: str) ->
     return row_id
 
 
-def _job_state(client, job_id: str) -> str | None:
+def _job_state(client: MLAnalyzeClient, job_id: str) -> str | None:
     try:
         return client.status(job_id).status
     except JobNotFound:
@@ -274,10 +274,10 @@ def analysis_succeeded(context: AssetCheckExecutionContext) -> AssetCheckResult:
     ml-analyze's messages. The ml status sensor reports it as analyses fail and recover;
     running it by hand re-reads the event log."""
     failed = {}
-    for key in context.instance.get_dynamic_partitions(suppliers.name):
-        phase, record = latest_ml_state(context.instance, key)
-        if phase == FAILED:
-            failed[key] = record.asset_observation.description or ""
+    for key in context.instance.get_dynamic_partitions(SUPPLIERS):
+        state = latest_ml_state(context.instance, key)
+        if state.phase == MLPhase.FAILED:
+            failed[key] = state.description
     return AssetCheckResult(
         passed=not failed,
         description="; ".join(f"{key}: {why}" for key, why in failed.items())

@@ -1,7 +1,9 @@
 """A small, strict-on-the-wire, liberal-on-answers client for ml-analyze's HTTP contract.
 
-Retries: 3, after 1 s, 2 s, 4 s (capped at 30 s), on 500/502/503/504 and connection
-errors. Any other 4xx fails at once with the service's own message.
+Retries (tenacity): 3, after about 1 s, 2 s, 4 s (exponential, capped at 30 s, up to a second
+of jitter so that many runs do not retry in step), on 500/502/503/504 and connection errors;
+a `Retry-After` the service sends is honoured (capped too). Any other 4xx fails at once with
+the service's own message.
 
 On urllib3 (half the CPU per request of httpx): submissions, health checks and single status
 reads. The status sensor's many polls a tick go through ml/polling.py, which shares this
@@ -16,26 +18,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import tenacity
 import urllib3
 
+from ..errors import CourierError
 from ..tls import tls_context
 from .models import Health, JobStatus, Submission
 
 RETRY_STATUSES = {500, 502, 503, 504}
 
 
-class MLAnalyzeError(Exception):
+class MLAnalyzeError(CourierError):
     def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = False):
-        super().__init__(message)
+        super().__init__(message, retryable=retryable)
         self.status_code = status_code
-        self.retryable = retryable
 
 
 class MLAnalyzeUnavailable(MLAnalyzeError):
-    """Connection refused, timeouts, or 5xx after every retry."""
+    """Connection refused, timeouts, or 5xx after every retry. `retry_after`: the seconds the
+    service asked to wait (its `Retry-After` header), when it said."""
 
-    def __init__(self, message: str, status_code: int | None = None):
+    def __init__(
+        self, message: str, status_code: int | None = None, retry_after: float | None = None
+    ):
         super().__init__(message, status_code=status_code, retryable=True)
+        self.retry_after = retry_after
 
 
 class JobNotFound(MLAnalyzeError):
@@ -51,6 +58,7 @@ class Answer:
     status_code: int
     reason: str
     body: bytes
+    retry_after: float | None = None  # seconds, from a Retry-After header in seconds
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -110,6 +118,7 @@ def refusal(response: Answer) -> MLAnalyzeError | None:
         return MLAnalyzeUnavailable(
             f"ml-analyze answered HTTP {code} to {where}: {error_message(response)}",
             status_code=code,
+            retry_after=response.retry_after,
         )
     return MLAnalyzeError(
         f"ml-analyze refused {where}: HTTP {code}: {error_message(response)}", status_code=code
@@ -129,6 +138,15 @@ def read_status(job_id: str, response: Answer) -> JobStatus:
     return _parse(JobStatus, response)
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header given in seconds; None for none, or for an HTTP date (ml-analyze
+    sends seconds; a date is left to the exponential wait)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
 class MLAnalyzeClient:
     def __init__(
         self,
@@ -138,6 +156,7 @@ class MLAnalyzeClient:
         retries: int = 3,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
+        jitter: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         max_connections: int = 16,
     ):
@@ -145,12 +164,13 @@ class MLAnalyzeClient:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.jitter = jitter
         self._sleep = sleep
         self._http: urllib3.PoolManager | None = urllib3.PoolManager(
             num_pools=1,
             maxsize=max_connections,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            retries=False,  # the loop below retries, with the service's words in its errors
+            retries=False,  # tenacity retries (below), with the service's words in its errors
             ssl_context=tls_context(),
         )
 
@@ -162,7 +182,7 @@ class MLAnalyzeClient:
     def __enter__(self) -> MLAnalyzeClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def health(self) -> Health:
@@ -173,7 +193,7 @@ class MLAnalyzeClient:
         file_path: str,
         supplier_id: str,
         file_type: str,
-        metadata: dict | None = None,
+        metadata: dict[str, str] | None = None,
         priority_sheet: str | None = None,
     ) -> Submission:
         """Both generations of the service: `file_url` (the contract), `file_path` (a later
@@ -195,29 +215,59 @@ class MLAnalyzeClient:
         response = self._request("GET", f"/analyze/status/{job_id}", retry=retry, not_found_ok=True)
         return read_status(job_id, response)
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Exponential with jitter; what the service asked for (Retry-After) when it asked for
+        longer. Both capped at max_backoff."""
+        exponential = tenacity.wait_exponential_jitter(
+            initial=self.backoff, max=self.max_backoff, jitter=self.jitter
+        )(state)
+        failure = state.outcome.exception() if state.outcome is not None else None
+        asked = failure.retry_after if isinstance(failure, MLAnalyzeUnavailable) else None
+        return min(max(exponential, asked or 0.0), self.max_backoff)
+
     def _request(
-        self, method: str, path: str, *, retry: bool = True, not_found_ok=False, **kwargs
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool = True,
+        not_found_ok: bool = False,
+        json: object = None,
     ) -> Answer:
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(1 + (self.retries if retry else 0)),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception_type(MLAnalyzeUnavailable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retrying(self._attempt, method, path, not_found_ok, json)
+
+    def _attempt(self, method: str, path: str, not_found_ok: bool, json: object) -> Answer:
+        """One request: the answer, or the error it means (MLAnalyzeUnavailable: worth again)."""
         if self._http is None:
             raise RuntimeError("the ml-analyze client is closed")
-        attempts = 1 + (self.retries if retry else 0)
-        for attempt in range(1, attempts + 1):
-            try:
-                raw = self._http.request(
-                    method, self.base_url + path, redirect=False, preload_content=True, **kwargs
-                )
-                response = Answer(method, path, raw.status, raw.reason or "", raw.data)
-            except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out
-                failure = MLAnalyzeUnavailable(
-                    f"ml-analyze at {self.base_url} is unreachable: {exc!r}"
-                )
-            else:
-                refused = refusal(response)
-                if refused is None or (not_found_ok and response.status_code == 404):
-                    return response
-                if not isinstance(refused, MLAnalyzeUnavailable):
-                    raise refused
-                failure = refused
-            if attempt < attempts:
-                self._sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
-        raise failure
+        try:
+            raw = self._http.request(
+                method,
+                self.base_url + path,
+                json=json,
+                redirect=False,
+                preload_content=True,
+            )
+        except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out
+            raise MLAnalyzeUnavailable(
+                f"ml-analyze at {self.base_url} is unreachable: {exc!r}"
+            ) from exc
+        response = Answer(
+            method,
+            path,
+            raw.status,
+            raw.reason or "",
+            raw.data,
+            retry_after_seconds(raw.headers.get("Retry-After")),
+        )
+        refused = refusal(response)
+        if refused is None or (not_found_ok and response.status_code == 404):
+            return response
+        raise refused

@@ -1,23 +1,77 @@
 """The ML hand-off's record in Dagster's event log: submissions and progress as observations of
-ml_analysis_result, completions as its materializations. Keys are defined here, once."""
+ml_analysis_result, completions as its materializations. Written and read here, once: the
+phases are an enum, a submission is a `TrackedJob`, the latest state an `MLState`."""
 
-from dagster import AssetKey, AssetObservation, AssetRecordsFilter, DagsterInstance
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, NamedTuple
 
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    AssetRecordsFilter,
+    DagsterInstance,
+    EventLogRecord,
+    MetadataValue,
+)
+
+from ..event_metadata import number, text, whole
 from .tracking import TrackedJob
 
 ML_RESULT = AssetKey("ml_analysis_result")
 PHASE = "phase"
-SUBMITTED, ANALYZING, RETRYING, FAILED, ML_OFF, WAITING = (
-    "submitted",
-    "analyzing",
-    "retrying",
-    "failed",
-    "ml_off",
-    "waiting",  # for ml-analyze to be reachable and ready; the status sensor submits then
-)
-COMPLETED = "completed"  # the materialization itself, not an observation
 ATTEMPT_TAG = "courier/ml_attempt"
 REPLACES_TAG = "courier/ml_replaces_job"
+
+
+class MLPhase(StrEnum):
+    """Where a supplier's analysis stands. All but COMPLETED are observations' `phase`."""
+
+    SUBMITTED = "submitted"
+    ANALYZING = "analyzing"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    ML_OFF = "ml_off"
+    WAITING = "waiting"  # for ml-analyze to be reachable and ready; the status sensor submits then
+    COMPLETED = "completed"  # the materialization itself, not an observation
+
+
+OUTSTANDING = frozenset({MLPhase.SUBMITTED, MLPhase.ANALYZING, MLPhase.RETRYING})
+
+
+class MLState(NamedTuple):
+    """A partition's latest analysis state: its phase and the event-log record that says so
+    (both None before its first submission)."""
+
+    phase: MLPhase | None
+    record: EventLogRecord | None
+
+    @property
+    def event(self) -> AssetMaterialization | AssetObservation | None:
+        if self.record is None:
+            return None
+        if self.phase == MLPhase.COMPLETED:
+            return self.record.asset_materialization
+        return self.record.asset_observation
+
+    @property
+    def metadata(self) -> Mapping[str, MetadataValue]:
+        event = self.event
+        return event.metadata if event is not None else {}
+
+    @property
+    def description(self) -> str:
+        event = self.event
+        return (event.description or "") if event is not None else ""
+
+
+def _phase(observation: AssetObservation | None) -> MLPhase | None:
+    value = text(observation.metadata, PHASE) if observation is not None else None
+    try:
+        return MLPhase(value) if value is not None else None
+    except ValueError:  # a phase this version does not know: not a state it can act on
+        return None
 
 
 def submission_observation(
@@ -28,7 +82,7 @@ def submission_observation(
         partition=job.partition,
         description=f"Analyzing: ml-analyze job {job.job_id}, attempt {job.attempt}",
         metadata={
-            PHASE: SUBMITTED,
+            PHASE: MLPhase.SUBMITTED.value,
             "ml_job_id": job.job_id,
             "attempt": job.attempt,
             "checksum_md5": job.checksum_md5,
@@ -43,29 +97,50 @@ def submission_observation(
     )
 
 
-def job_from_observation(observation: AssetObservation) -> TrackedJob | None:
-    metadata = observation.metadata
-    if metadata.get(PHASE) is None or metadata[PHASE].value != SUBMITTED:
+def job_from_observation(observation: AssetObservation | None) -> TrackedJob | None:
+    """The submission an observation records; None for any other observation."""
+    if observation is None or _phase(observation) != MLPhase.SUBMITTED:
         return None
+    metadata = observation.metadata
     return TrackedJob(
-        job_id=metadata["ml_job_id"].value,
-        partition=observation.partition,
-        attempt=metadata["attempt"].value,
-        checksum_md5=metadata["checksum_md5"].value,
-        shared_path=metadata["shared_path"].value,
-        staged_path=metadata["staged_path"].value,
-        submitted_at=metadata["submitted_at"].value,
-        supplier_id=metadata["supplier_id"].value if "supplier_id" in metadata else "",
-        data_rows=metadata["file_rows"].value if "file_rows" in metadata else None,
+        job_id=text(metadata, "ml_job_id") or "",
+        partition=observation.partition or "",
+        attempt=whole(metadata, "attempt") or 1,
+        checksum_md5=text(metadata, "checksum_md5") or "",
+        shared_path=text(metadata, "shared_path") or "",
+        staged_path=text(metadata, "staged_path") or "",
+        submitted_at=number(metadata, "submitted_at") or 0.0,
+        supplier_id=text(metadata, "supplier_id") or "",
+        data_rows=whole(metadata, "file_rows"),
     )
 
 
-def phase_observation(partition: str, phase: str, description: str, **metadata) -> AssetObservation:
+def waiting_from_observation(record: EventLogRecord) -> TrackedJob | None:
+    """A submission waiting for ml-analyze: `job_id` names the waiting observation,
+    `submitted_at` is when the wait began (ML_WAIT_LIMIT_MINUTES counts from it)."""
+    observation = record.asset_observation
+    if observation is None or _phase(observation) != MLPhase.WAITING:
+        return None
+    metadata = observation.metadata
+    return TrackedJob(
+        job_id=f"wait-{record.storage_id}",
+        partition=observation.partition or "",
+        attempt=whole(metadata, "attempt") or 1,
+        checksum_md5=text(metadata, "checksum_md5") or "",
+        shared_path=text(metadata, "shared_path") or "",
+        staged_path=text(metadata, "staged_path") or "",
+        submitted_at=number(metadata, "waiting_since") or 0.0,
+    )
+
+
+def phase_observation(
+    partition: str, phase: MLPhase, description: str, **metadata: Any
+) -> AssetObservation:
     return AssetObservation(
         asset_key=ML_RESULT,
         partition=partition,
         description=description,
-        metadata={PHASE: phase, **metadata},
+        metadata={PHASE: phase.value, **metadata},
     )
 
 
@@ -83,28 +158,28 @@ def latest_submission(
     return None
 
 
-def latest_ml_state(instance: DagsterInstance, partition: str) -> tuple[str | None, object | None]:
-    """(phase, record) of the partition's analysis: the newest of its last phase observation and
-    its last materialization. Phases: submitted, analyzing, retrying, failed, ml_off, completed."""
+def latest_ml_state(instance: DagsterInstance, partition: str) -> MLState:
+    """The partition's analysis state: the newer of its last phase observation and its last
+    materialization."""
     partition_filter = AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=[partition])
     materialized = instance.fetch_materializations(partition_filter, limit=1).records
     observed = next(
         (
-            r
+            (phase, r)
             for r in instance.fetch_observations(partition_filter, limit=20).records
-            if PHASE in r.asset_observation.metadata
+            if (phase := _phase(r.asset_observation)) is not None
         ),
         None,
     )
-    if observed and (not materialized or observed.storage_id > materialized[0].storage_id):
-        return observed.asset_observation.metadata[PHASE].value, observed
+    if observed and (not materialized or observed[1].storage_id > materialized[0].storage_id):
+        return MLState(*observed)
     if materialized:
-        return COMPLETED, materialized[0]
-    return None, None
+        return MLState(MLPhase.COMPLETED, materialized[0])
+    return MLState(None, None)
 
 
 def analysis_in_flight(instance: DagsterInstance, partition: str) -> bool:
-    return latest_ml_state(instance, partition)[0] in (SUBMITTED, ANALYZING, RETRYING, WAITING)
+    return latest_ml_state(instance, partition).phase in (*OUTSTANDING, MLPhase.WAITING)
 
 
 def in_flight_paths(instance: DagsterInstance, partitions: list[str]) -> set[str]:
@@ -112,10 +187,12 @@ def in_flight_paths(instance: DagsterInstance, partitions: list[str]) -> set[str
     clean-up must not touch them."""
     paths = set()
     for partition in partitions:
-        phase, record = latest_ml_state(instance, partition)
-        if phase == WAITING:
-            paths.add(record.asset_observation.metadata["shared_path"].value)
-        elif phase in (SUBMITTED, ANALYZING, RETRYING):
+        state = latest_ml_state(instance, partition)
+        if state.phase == MLPhase.WAITING:
+            path = text(state.metadata, "shared_path")
+            if path:
+                paths.add(path)
+        elif state.phase in OUTSTANDING:
             job = latest_submission(instance, partition)
             if job is not None:
                 paths.add(job.shared_path)

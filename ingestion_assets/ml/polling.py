@@ -86,7 +86,7 @@ async def _status(session: aiohttp.ClientSession, base_url: str, job_id: str) ->
             answer = Answer(
                 "GET", path, response.status, response.reason or "", await response.read()
             )
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # refused, reset, timed out
+    except (TimeoutError, aiohttp.ClientError) as exc:  # refused, reset, timed out
         return MLAnalyzeUnavailable(f"ml-analyze at {base_url} is unreachable: {exc!r}")
     try:
         return read_status(job_id, answer)

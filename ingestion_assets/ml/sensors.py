@@ -1,14 +1,18 @@
 """The ml status sensor: follows every outstanding ml-analyze job, reports progress, completion,
 resubmissions and final failures. State: the cursor (see ml/tracking.py), rebuilt from the event log."""
 
+import logging
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from dagster import (
     AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     AssetRecordsFilter,
     DagsterInstance,
     DefaultSensorStatus,
@@ -24,24 +28,18 @@ from ..jobs import supplier_sync_job
 from ..resources import CatalogueResource, MLAnalyzeResource
 from .client import MLAnalyzeError, MLAnalyzeUnavailable
 from .events import (
-    ANALYZING,
     ATTEMPT_TAG,
-    FAILED,
     ML_RESULT,
-    PHASE,
     REPLACES_TAG,
-    RETRYING,
-    WAITING,
+    MLPhase,
     job_from_observation,
     phase_observation,
+    waiting_from_observation,
 )
 from .models import Health, JobStatus
 from .polling import poll_statuses
 from .tracking import (
-    COMPLETED,
-    GIVE_UP,
-    PROGRESS,
-    RESUBMIT,
+    Next,
     Outcome,
     TrackedJob,
     TrackerState,
@@ -49,6 +47,7 @@ from .tracking import (
     summary_metadata,
 )
 
+Read = TypeVar("Read")
 POLL_INTERVAL_S = int(os.environ.get("ML_POLL_INTERVAL_SECONDS", "5"))
 TICK_BUDGET_S = 20.0  # far inside Dagster's 60 s limit; what is not polled waits for the next tick
 MAX_NEW_EVENTS_PER_TICK = 2000
@@ -67,12 +66,11 @@ def ingest_submissions(instance: DagsterInstance, state: TrackerState) -> None:
     ).records
     for record in records:
         state.after_storage_id = record.storage_id
-        observation = record.asset_observation
-        phase = observation.metadata.get(PHASE)
-        if phase is not None and phase.value == WAITING:
-            state.waiting[observation.partition] = _waiting_entry(record)
+        waiting = waiting_from_observation(record)
+        if waiting is not None:
+            state.waiting[waiting.partition] = waiting
             continue
-        job = job_from_observation(observation)
+        job = job_from_observation(record.asset_observation)
         if job is not None:
             state.waiting.pop(job.partition, None)  # submitted after all
         if job is None or (
@@ -83,32 +81,23 @@ def ingest_submissions(instance: DagsterInstance, state: TrackerState) -> None:
         state.jobs[job.job_id] = job
 
 
-def _waiting_entry(record) -> TrackedJob:
-    metadata = {k: v.value for k, v in record.asset_observation.metadata.items()}
-    return TrackedJob(
-        job_id=f"wait-{record.storage_id}",
-        partition=record.asset_observation.partition,
-        attempt=metadata.get("attempt", 1),
-        checksum_md5=metadata["checksum_md5"],
-        shared_path=metadata["shared_path"],
-        staged_path=metadata["staged_path"],
-        submitted_at=metadata["waiting_since"],
-    )
+SensorEvent = AssetMaterialization | AssetObservation | AssetCheckEvaluation
 
 
 def wake_waiting(
     state: TrackerState, ml_analyze: MLAnalyzeResource, now: float
-) -> tuple[list[RunRequest], list]:
+) -> tuple[list[RunRequest], list[SensorEvent]]:
     """Submissions waiting for ml-analyze: past their limit they fail; when the service is
     ready, a run submits each (at most MAX_WAKE_PER_TICK a tick). One health check a tick."""
-    runs, events = [], []
+    runs: list[RunRequest] = []
+    events: list[SensorEvent] = []
     limit_s = ml_analyze.wait_limit_minutes * 60
     for partition, entry in list(state.waiting.items()):
         if now - entry.submitted_at > limit_s:
             del state.waiting[partition]
             hours = (now - entry.submitted_at) / 3600
             outcome = Outcome(
-                GIVE_UP,
+                Next.GIVE_UP,
                 entry,
                 reason=f"ml-analyze was not ready for {hours:.1f} h (ML_WAIT_LIMIT_MINUTES); "
                 "not submitted. Materialize the partition again once it is back",
@@ -156,14 +145,14 @@ def _said(errors: tuple[str, ...], limit: int = 10) -> str:
 
 def _events_for(
     outcome: Outcome, max_attempts: int, counts: ItemCounts | None = None, retry_in_s: float = 0
-):
+) -> Iterator[AssetMaterialization | AssetObservation]:
     job, status = outcome.job, outcome.status
-    common = {"ml_job_id": job.job_id, "attempt": job.attempt}
-    if outcome.kind == PROGRESS:
+    common: dict[str, str | int] = {"ml_job_id": job.job_id, "attempt": job.attempt}
+    if outcome.kind == Next.PROGRESS and status is not None:
         job.last_progress = status.progress_percentage
         yield phase_observation(
             job.partition,
-            ANALYZING,
+            MLPhase.ANALYZING,
             f"Analyzing: {status.progress_percentage}% ({status.items_processed}/{status.items_total} items)",
             progress_percentage=status.progress_percentage,
             items_processed=status.items_processed,
@@ -172,7 +161,7 @@ def _events_for(
             **({"ml_phase": status.phase} if status.phase else {}),
             **common,
         )
-    elif outcome.kind == COMPLETED:
+    elif outcome.kind == Next.COMPLETED and status is not None:
         metadata = summary_metadata(job, status, counts)
         warnings = "" if metadata["warnings"] == "none" else f" ({metadata['warnings']})"
         yield AssetMaterialization(
@@ -182,10 +171,10 @@ def _events_for(
             # Reported by the sensor, not a run: name the run that submitted it, as a link.
             metadata={**_submitted_by(job), **metadata},
         )
-    elif outcome.kind == RESUBMIT:
+    elif outcome.kind == Next.RESUBMIT:
         yield phase_observation(
             job.partition,
-            RETRYING,
+            MLPhase.RETRYING,
             f"Attempt {job.attempt} of {max_attempts} failed ({outcome.reason}); "
             f"resubmitting in {retry_in_s:.0f} s. ml-analyze said: {_said(outcome.errors, 3)}",
             reason=outcome.reason,
@@ -193,11 +182,11 @@ def _events_for(
             retry_at=time.time() + retry_in_s,
             **common,
         )
-    elif outcome.kind == GIVE_UP:
+    elif outcome.kind == Next.GIVE_UP:
         errors = _said(outcome.errors, 100)
         yield phase_observation(
             job.partition,
-            FAILED,
+            MLPhase.FAILED,
             f"Analysis failed (attempt {job.attempt}): {outcome.reason}. "
             f"ml-analyze said: {_said(outcome.errors, 5)}",
             reason=outcome.reason,
@@ -208,7 +197,7 @@ def _events_for(
         )
 
 
-def _resubmission(job) -> RunRequest:
+def _resubmission(job: TrackedJob) -> RunRequest:
     return _submission_run(
         job,
         f"ml-resubmit-{job.job_id}",
@@ -217,7 +206,9 @@ def _resubmission(job) -> RunRequest:
     )
 
 
-def _submission_run(job, run_key: str, trigger: str, tags: dict | None = None) -> RunRequest:
+def _submission_run(
+    job: TrackedJob, run_key: str, trigger: str, tags: dict[str, str] | None = None
+) -> RunRequest:
     """A run that submits the partition's file again: it reuses the shared file; if the staged
     copy is gone too, it downloads again."""
     assets = ["shared_file", "ml_analysis_result"]
@@ -231,14 +222,14 @@ def _submission_run(job, run_key: str, trigger: str, tags: dict | None = None) -
     )
 
 
-def _check_evaluation(state, outcome: Outcome) -> AssetCheckEvaluation:
+def _check_evaluation(state: TrackerState, outcome: Outcome) -> AssetCheckEvaluation:
     """analysis_succeeded: no supplier's latest analysis failed for good. Reported unpartitioned:
     dagster 1.13.27 stores runless evaluations of a partitioned check under a unique key, so
     a second one for the same partition breaks the tick (and check-only runs cannot be
     partitioned). The partition is named in the description and metadata."""
     job = outcome.job
     failed = ", ".join(state.failed_checks) or "none"
-    if outcome.kind == GIVE_UP:
+    if outcome.kind == Next.GIVE_UP:
         errors = "\n".join(outcome.errors[:10]) or "none"
         description = f"{job.partition}: {outcome.reason}; ml-analyze said: {errors}"
         metadata = {
@@ -267,10 +258,10 @@ class _CatalogueReads:
     """The catalogue as the sensor reads it: one failure and it is left alone for the tick
     (a completion is reported without match counts rather than held back)."""
 
-    def __init__(self, store: Catalogue | None, log) -> None:
+    def __init__(self, store: Catalogue | None, log: logging.Logger) -> None:
         self.store, self.log = store, log
 
-    def _read(self, what, default):
+    def _read(self, what: Callable[[Catalogue], Read], default: Read) -> Read:
         if self.store is None:
             return default
         try:
@@ -288,13 +279,13 @@ class _CatalogueReads:
     def log_messages(self, job: TrackedJob) -> tuple[str, ...]:
         if not job.supplier_id:
             return ()
-        since = datetime.fromtimestamp(job.submitted_at, timezone.utc) - timedelta(minutes=1)
+        since = datetime.fromtimestamp(job.submitted_at, UTC) - timedelta(minutes=1)
         return tuple(
             self._read(lambda store: store.log_messages(job.supplier_id, job.job_id, since), [])
         )
 
 
-def _failed_answer(answer) -> bool:
+def _failed_answer(answer: JobStatus | MLAnalyzeError) -> bool:
     return (
         isinstance(answer, MLAnalyzeError)
         and not isinstance(answer, MLAnalyzeUnavailable)
@@ -352,22 +343,22 @@ def evaluate(
         outcome = decide(
             job, answer, now, ml_analyze.job_timeout_minutes * 60, ml_analyze.max_retries, logs
         )
-        counts = catalogue.counts(job) if outcome.kind == COMPLETED else None
+        counts = catalogue.counts(job) if outcome.kind == Next.COMPLETED else None
         retry_in = ml_analyze.retry_delay_seconds * 2 ** (job.attempt - 1)
         events.extend(_events_for(outcome, ml_analyze.max_retries, counts, retry_in))
-        if outcome.kind in (COMPLETED, RESUBMIT, GIVE_UP):
+        if outcome.kind in (Next.COMPLETED, Next.RESUBMIT, Next.GIVE_UP):
             del state.jobs[job.job_id]
-        if outcome.kind == RESUBMIT:
+        if outcome.kind == Next.RESUBMIT:
             # Back off between attempts: a cause that heals (a busy service) gets time to.
             job.resubmit_at = now + retry_in
             state.resubmits[job.job_id] = job
         # The check changes when a supplier fails for good, and when a failed one recovers;
         # the first analysis to end evaluates it (until then it shows "not evaluated").
-        if outcome.kind == GIVE_UP:
+        if outcome.kind == Next.GIVE_UP:
             state.failed_checks = sorted({*state.failed_checks, job.partition})
             events.append(_check_evaluation(state, outcome))
             state.check_evaluated = True
-        elif outcome.kind == COMPLETED and (
+        elif outcome.kind == Next.COMPLETED and (
             job.partition in state.failed_checks or not state.check_evaluated
         ):
             state.failed_checks = [p for p in state.failed_checks if p != job.partition]
@@ -393,7 +384,7 @@ def evaluate(
 )
 def ml_status_sensor(
     context: SensorEvaluationContext, ml_analyze: MLAnalyzeResource, catalogue: CatalogueResource
-):
+) -> SensorResult:
     """Polls ml-analyze for every outstanding job; reports progress, completion (as the
     ml_analysis_result materialization, match counts from the catalogue), resubmissions and
     final failures (as a failed check, with ml-analyze's words and its catalogue log rows)."""

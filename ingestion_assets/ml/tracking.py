@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from ..catalogue.store import ItemCounts
@@ -82,19 +83,19 @@ class TrackerState:
         return cls(**data)
 
 
-# What to do about one job after a poll.
-PROGRESS, COMPLETED, RESUBMIT, GIVE_UP, WAIT = (
-    "progress",
-    "completed",
-    "resubmit",
-    "give_up",
-    "wait",
-)
+class Next(StrEnum):
+    """What to do about one job after a poll."""
+
+    PROGRESS = "progress"  # report how far it is
+    COMPLETED = "completed"  # materialize the result
+    RESUBMIT = "resubmit"  # a failed attempt: submit again after a wait
+    GIVE_UP = "give_up"  # failed for good: fail the check
+    WAIT = "wait"  # nothing new, or the service cannot say now: poll again next tick
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str
+    kind: Next
     job: TrackedJob
     status: JobStatus | None = None
     reason: str = ""
@@ -133,7 +134,7 @@ def decide(
     """Turn one poll answer into an outcome. Unreachable-service answers are never final.
     `log_messages`: the catalogue's log rows of this job, shown and classified with its errors."""
     if isinstance(answer, MLAnalyzeUnavailable):
-        return Outcome(WAIT, job, reason=str(answer))
+        return Outcome(Next.WAIT, job, reason=str(answer))
     if isinstance(answer, JobNotFound):
         return _failed(
             job,
@@ -145,7 +146,7 @@ def decide(
     if isinstance(answer, MLAnalyzeError):
         return _failed(job, None, str(answer), log_messages, max_attempts)
     if answer.finished_ok:
-        return Outcome(COMPLETED, job, answer)
+        return Outcome(Next.COMPLETED, job, answer)
     if answer.status == "failed":
         return _failed(
             job,
@@ -155,7 +156,7 @@ def decide(
             max_attempts,
         )
     if job.moved(answer, now):
-        return Outcome(PROGRESS, job, answer)
+        return Outcome(Next.PROGRESS, job, answer)
     if now - job.still_since() > stall_after_s:
         # Still pending/processing: it may yet be working (a restart leaves jobs 'processing'
         # forever). A second job would store every row twice: never two live jobs.
@@ -165,8 +166,8 @@ def decide(
             "ml-analyze may still be working on it. Check ml-analyze, then re-run the partition "
             "with force=true"
         )
-        return Outcome(GIVE_UP, job, answer, reason, tuple(answer.errors), final_for_file=True)
-    return Outcome(WAIT, job, answer)
+        return Outcome(Next.GIVE_UP, job, answer, reason, tuple(answer.errors), final_for_file=True)
+    return Outcome(Next.WAIT, job, answer)
 
 
 def _failed(
@@ -179,8 +180,8 @@ def _failed(
     cause = permanent_cause((reason, *errors))
     if cause is not None:
         reason = f"{reason}; will not heal ({cause}): not resubmitted"
-        return Outcome(GIVE_UP, job, status, reason, errors, final_for_file=True)
-    kind = RESUBMIT if job.attempt < max_attempts else GIVE_UP
+        return Outcome(Next.GIVE_UP, job, status, reason, errors, final_for_file=True)
+    kind = Next.RESUBMIT if job.attempt < max_attempts else Next.GIVE_UP
     return Outcome(kind, job, status, reason, errors)
 
 
@@ -272,8 +273,8 @@ def summary_metadata(
     return metadata
 
 
-def _durations(status: JobStatus) -> dict:
-    def parse(value: str | None):
+def _durations(status: JobStatus) -> dict[str, float]:
+    def parse(value: str | None) -> datetime | None:
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
         except ValueError:
@@ -284,7 +285,7 @@ def _durations(status: JobStatus) -> dict:
         parse(status.started_at),
         parse(status.completed_at),
     )
-    out = {}
+    out: dict[str, float] = {}
     if created and started:
         out["queued_s"] = round((started - created).total_seconds(), 3)
     if started and completed:

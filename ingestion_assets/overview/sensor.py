@@ -38,7 +38,7 @@ from ..maintenance import SYNC_INTERVAL_HOURS
 from ..ml.assets import ml_analysis_result
 from ..ml.events import ML_RESULT
 from ..ml.sensors import POLL_INTERVAL_S
-from ..partitions import suppliers
+from ..partitions import SUPPLIERS
 from ..status import RAW, SupplierStatus, all_statuses, supplier_status
 from .screen import Row, markdown, phase_counts, rows, table_value
 
@@ -97,7 +97,7 @@ def touched_suppliers(instance: DagsterInstance, after_id: int, since: float) ->
             if len(records) >= MAX_TOUCHED:
                 return None
             touched |= {r.partition_key for r in records if r.partition_key}
-    updated_after = dt.datetime.fromtimestamp(since - RUN_SLACK_S, dt.timezone.utc)
+    updated_after = dt.datetime.fromtimestamp(since - RUN_SLACK_S, dt.UTC)
     runs = instance.get_run_records(RunsFilter(updated_after=updated_after), limit=MAX_TOUCHED)
     if len(runs) >= MAX_TOUCHED:
         return None
@@ -114,7 +114,7 @@ def current_statuses(
 ) -> tuple[list[SupplierStatus], int]:
     """Every supplier's status: those the cursor holds, re-read where something happened; and
     how many were re-read because something happened (0 when everyone was read)."""
-    keys = instance.get_dynamic_partitions(suppliers.name)
+    keys = instance.get_dynamic_partitions(SUPPLIERS)
     held = {s["key"]: SupplierStatus(**s) for s in cursor.get("statuses", [])}
     touched = (
         touched_suppliers(instance, cursor["newest"], cursor["at"])
