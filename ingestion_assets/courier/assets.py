@@ -3,7 +3,6 @@
 import datetime as dt
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import (
@@ -25,7 +24,6 @@ from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
 from ..failures import failure, names_the_supplier, step_failure
 from ..fetching.errors import FetchError
-from ..fetching.fetcher import FetchedFile
 from ..fetching.google_sheets import XLSX_MIME
 from ..fetching.redact import redact_url
 from ..fetching.streaming import human_size
@@ -47,38 +45,8 @@ from .last_download import download_metadata, last_download
 from .source_retries import FETCH_ATTEMPT_TAG, source_down_observation
 from .sources import UnknownSupplier, resolve_supplier
 
-
-@dataclass(frozen=True)
-class RawDownload:
-    """What raw_download hands to shared_file: the staged bytes and whose they are."""
-
-    supplier: Supplier
-    file: FetchedFile
-    source_url: str  # redacted
-    downloaded_at: str
-
-
-@dataclass(frozen=True)
-class SharedFile:
-    """What the ML hand-off needs: the file on the shared volume and how ml-analyze sees it."""
-
-    supplier: Supplier
-    handed_off: HandedOffFile  # the original bytes
-    ml_path: str  # the file to analyse, as ml-analyze sees it
-    staged_path: str  # the courier's own copy: a retry hands it off again if the clean-up took the shared one
-    derived: HandedOffFile | None = None  # a form the service reads, made from the original
-    refused: str = ""  # why the deployed ml-analyze cannot be given this file at all
-    priority_sheet: str | None = None
-    data_rows: int | None = None  # non-empty rows of what is analysed, when counted
-
-    @property
-    def to_analyse(self) -> HandedOffFile:
-        return self.derived or self.handed_off
-
-    @property
-    def derivation(self) -> str | None:
-        return self.derived.metadata.derivation if self.derived else None
-
+# RawDownload and SharedFile stay importable from here: stored outputs were pickled under this module.
+from .stages import RawDownload, SharedFile, describe
 
 # Rows are counted (the yardstick of "far fewer items than rows") in files up to this size.
 COUNT_ROWS_UP_TO_BYTES = 10 * 1024 * 1024
@@ -116,10 +84,6 @@ def _hand_off_derived(
         return volume.hand_off(staged, derived_meta, ".xlsx")
     finally:
         staged.unlink(missing_ok=True)
-
-
-def describe(supplier: Supplier, source: str) -> str:
-    return f"Supplier '{supplier.name}' ({supplier.key}), source {source}"
 
 
 class SourceConfig(Config):

@@ -19,7 +19,7 @@ from .. import pools
 from ..catalogue.assets import synced_supplier_ids
 from ..catalogue.identity import with_catalogue_id
 from ..catalogue.store import CatalogueError
-from ..courier.assets import SharedFile, describe
+from ..courier.stages import SharedFile, describe
 from ..event_metadata import flag, number, text
 from ..failures import failure, names_the_supplier, step_failure
 from ..handoff.atomic import file_md5

@@ -368,7 +368,9 @@ def evaluate(
     if unreachable:
         # Keep every job; back off 2×, 4×, … the poll interval, up to 5 minutes.
         state.unreachable_ticks += 1
-        state.backoff_until = now + min(POLL_INTERVAL_S * 2**state.unreachable_ticks, MAX_BACKOFF_S)
+        state.backoff_until = now + min(
+            ml_analyze.poll_interval_seconds * 2**state.unreachable_ticks, MAX_BACKOFF_S
+        )
         context.log.warning(f"ml-analyze unreachable; {len(state.jobs)} jobs kept, backing off")
     else:
         state.unreachable_ticks, state.backoff_until = 0, 0.0
