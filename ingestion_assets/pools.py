@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from dagster import DagsterInstance
+
 ML_ANALYZE = "ml_analyze"  # submissions to ml-analyze
 DOWNLOADS = "supplier_downloads"  # suppliers' sources being fetched
 
@@ -22,7 +24,7 @@ def limits_from_env() -> dict[str, int]:
     }
 
 
-def set_pool_limits(instance) -> dict[str, int]:
+def set_pool_limits(instance: DagsterInstance) -> dict[str, int]:
     limits = limits_from_env()
     for pool, limit in limits.items():
         instance.event_log_storage.set_concurrency_slots(pool, limit)

@@ -52,7 +52,7 @@ def resolve_supplier(
         source_url=source_url,
         format=fmt,
     )
-    update = {"source_url": source_url, "format": fmt}
+    update: dict[str, str | bool] = {"source_url": source_url, "format": fmt}
     if use_ml_processing is not None:
         update["use_ml_processing"] = use_ml_processing
     if name:

@@ -11,19 +11,28 @@ import io
 from pathlib import Path
 
 import openpyxl
+from openpyxl.worksheet.worksheet import Worksheet
+
+
+def _new_workbook() -> tuple[openpyxl.Workbook, Worksheet]:
+    """A new workbook and its one (active) worksheet."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    if not isinstance(ws, Worksheet):  # a new workbook's active sheet is its first worksheet
+        raise TypeError(f"a new workbook's active sheet is {type(ws).__name__}")
+    return wb, ws
 
 
 def _alfa_workbook(path: Path) -> None:
     """A Russian price list as suppliers send them: logo and contacts above, header on row 4."""
-    wb = openpyxl.Workbook()
-    ws = wb.active
+    wb, ws = _new_workbook()
     ws.title = "Прайс"
     ws["A1"] = "ООО «Альфа Инструмент» — оптовый прайс-лист"
     ws.merge_cells("A1:E1")
     ws["A2"] = "Тел.: +7 495 000-00-00, info@alfa.example"
     ws.append([])
     ws.append(["Артикул", "Наименование", "Бренд", "Ед.", "Цена, руб."])
-    rows = [
+    rows: list[tuple[str, str, str, str, str | int]] = [
         ("AL-001", "Дрель ударная 750 Вт", "Makita", "шт", "4 990,00 ₽"),
         ("AL-002", "Шуруповёрт аккумуляторный 18 В", "Bosch", "шт", "7 450,50 ₽"),
         ("AL-003", "Набор бит 32 предмета", "Kraftool", "набор", 890),
@@ -48,8 +57,7 @@ def _beta_csv(path: Path) -> None:
 
 
 def _gamma_workbook(path: Path) -> None:
-    wb = openpyxl.Workbook()
-    ws = wb.active
+    wb, ws = _new_workbook()
     ws.title = "Price list"
     ws.append(["SKU", "Product", "Brand", "Price"])
     ws.append(["G-1", "Cordless drill 18V", "DeWalt", "$129.00"])

@@ -9,6 +9,7 @@ the download: the checksum describes what is on disk, and costs no wall time of 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import queue
 import tempfile
@@ -169,7 +170,7 @@ def stream_to_temp(
         raise
 
 
-def _write_all(out, chunk: bytes) -> None:
+def _write_all(out: io.FileIO, chunk: bytes) -> None:
     view = memoryview(chunk)
     while view:
         view = view[out.write(view) :]

@@ -16,8 +16,12 @@ from .errors import PermanentFetchError, TransientFetchError
 
 ALLOWED_SCHEMES = ("http", "https")
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+AllowEntry = IPNetwork | str  # a network, or a host name lower-cased without its final dot
 
-def _parse_allow_entry(entry: str):
+
+def _parse_allow_entry(entry: str) -> AllowEntry:
     try:
         return ipaddress.ip_network(entry, strict=False)
     except ValueError:
@@ -29,9 +33,9 @@ class UrlGuard:
     """`allowed_hosts`: host names, addresses or CIDR ranges exempt from the address check."""
 
     allowed_hosts: tuple[str, ...] = ()
-    _entries: tuple = field(init=False, repr=False, compare=False)
+    _entries: tuple[AllowEntry, ...] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         entries = tuple(_parse_allow_entry(e.strip()) for e in self.allowed_hosts if e.strip())
         object.__setattr__(self, "_entries", entries)
 
@@ -42,7 +46,7 @@ class UrlGuard:
     def _host_allowed(self, host: str) -> bool:
         return host.lower().rstrip(".") in (e for e in self._entries if isinstance(e, str))
 
-    def _address_allowed(self, address: ipaddress._BaseAddress) -> bool:
+    def _address_allowed(self, address: IPAddress) -> bool:
         return any(
             not isinstance(e, str) and address.version == e.version and address in e
             for e in self._entries
@@ -74,17 +78,18 @@ class UrlGuard:
                 )
 
 
-def _resolve(host: str, port: int) -> list[ipaddress._BaseAddress]:
+def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise TransientFetchError(f"cannot resolve host '{host}': {exc.strerror}") from exc
     except UnicodeError as exc:  # IDNA: a label over 63 characters, an empty label
         raise PermanentFetchError(f"invalid host name '{host[:80]}': {exc}") from exc
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    # sockaddr[0] is the address text for AF_INET and AF_INET6, the only families asked for
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
-def _is_internal(address: ipaddress._BaseAddress) -> bool:
+def _is_internal(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
     return (

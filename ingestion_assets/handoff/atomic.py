@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def same_bytes(a: Path, b: Path) -> bool:
 
 
 @contextmanager
-def _replacing(target: Path, verify: Callable[[Path], None] | None = None):
+def _replacing(
+    target: Path, verify: Callable[[Path], None] | None = None
+) -> Iterator[io.BufferedWriter]:
     """Yield a hidden temp file beside `target`; on success fsync, verify, rename into place."""
     fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
     temp = Path(name)

@@ -22,8 +22,8 @@ from ingestion_assets.errors import CourierError
 from ingestion_assets.registry.tables import MasterSheetError, read_csv_rows
 
 if TYPE_CHECKING:
-    import xlrd  # type: ignore[import-untyped]
-    from openpyxl.worksheet._write_only import WriteOnlyWorksheet  # type: ignore[import-untyped]
+    import xlrd
+    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 __all__ = ["DerivationError", "count_data_rows", "csv_to_xlsx", "single_sheet_xlsx"]
 
@@ -64,7 +64,7 @@ def csv_to_xlsx(source: Path, target: Path) -> int:
             f"{source.name}: {widest} columns, more than an Excel sheet holds ({_MAX_COLUMNS})"
         )
 
-    import openpyxl  # type: ignore[import-untyped]
+    import openpyxl
 
     workbook = openpyxl.Workbook(write_only=True)
     sheet = workbook.create_sheet(CSV_SHEET_TITLE)
@@ -138,7 +138,7 @@ def _open_xlsx_sheet(
     handle: BinaryIO, path: Path, sheet_name: str | None
 ) -> Iterator[tuple[str, Iterator[Row]]]:
     import openpyxl
-    from openpyxl.worksheet._read_only import ReadOnlyWorksheet  # type: ignore[import-untyped]
+    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
     # A file object, not a path: openpyxl would refuse a name without an .xlsx extension.
     try:
@@ -238,8 +238,8 @@ class _Cells:
     """Cells for a write-only sheet: text stays text, everything else as openpyxl types it."""
 
     def __init__(self, sheet: WriteOnlyWorksheet) -> None:
-        from openpyxl.cell import WriteOnlyCell  # type: ignore[import-untyped]
-        from openpyxl.cell.cell import (  # type: ignore[import-untyped]
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.cell.cell import (
             ERROR_CODES,
             ILLEGAL_CHARACTERS_RE,
         )

@@ -75,7 +75,7 @@ def _pick_sheet(names: list[str], wanted: str | None) -> str:
     raise MasterSheetError(f"worksheet '{wanted}' not found; the workbook has: {', '.join(names)}")
 
 
-def _cell_text(value) -> str:
+def _cell_text(value: object) -> str:  # an openpyxl or xlrd cell value
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
