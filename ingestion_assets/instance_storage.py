@@ -11,7 +11,11 @@ opened on demand and closed after use, so a busy daemon never waits for the pool
 
 from __future__ import annotations
 
-from dagster._core.storage.config import pg_config
+from collections.abc import Mapping
+from typing import Any, Self, TypedDict
+
+from dagster._serdes.config_class import ConfigurableClassData
+from dagster_postgres.auth import PgTokenProvider
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
@@ -20,6 +24,7 @@ from dagster_postgres.utils import (
     get_token_provider_from_config,
     pg_url_from_config,
 )
+from sqlalchemy.engine import Engine
 
 POOL_SETTINGS = {
     "isolation_level": "AUTOCOMMIT",  # as dagster-postgres: every statement commits
@@ -30,37 +35,78 @@ POOL_SETTINGS = {
 }
 
 
-class _Pooled:
-    """Mixin: build the storage as dagster-postgres does, then swap in a pooled engine."""
-
+class _StorageArgs(TypedDict):
     postgres_url: str
-    _token_provider: object
+    should_autocreate_tables: bool
+    token_provider: PgTokenProvider | None
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)  # creates the tables if needed, on its NullPool engine
-        self._engine = create_pg_engine(self.postgres_url, self._token_provider, **POOL_SETTINGS)
+
+def _args_from_config(config_value: Mapping[str, Any]) -> _StorageArgs:
+    """The storage's arguments from its validated config, as dagster-postgres reads them."""
+    return _StorageArgs(
+        postgres_url=pg_url_from_config(config_value),
+        should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+        token_provider=get_token_provider_from_config(config_value),
+    )
+
+
+def _pooled_engine(postgres_url: str, token_provider: PgTokenProvider | None) -> Engine:
+    return create_pg_engine(postgres_url, token_provider, **POOL_SETTINGS)
+
+
+# Each storage is built as dagster-postgres does (which creates the tables if needed, on its
+# NullPool engine), then a pooled engine is swapped in. The config schema is the base's.
+
+
+class PooledPostgresRunStorage(PostgresRunStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: PgTokenProvider | None = None,
+    ) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._engine = _pooled_engine(postgres_url, token_provider)
 
     @classmethod
-    def config_type(cls):
-        return pg_config()
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> Self:
+        return cls(inst_data=inst_data, **_args_from_config(config_value))
+
+
+class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: PgTokenProvider | None = None,
+    ) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._engine = _pooled_engine(postgres_url, token_provider)
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value):
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> Self:
+        return cls(inst_data=inst_data, **_args_from_config(config_value))
 
 
-class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
-    pass
+class PooledPostgresScheduleStorage(PostgresScheduleStorage):
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: PgTokenProvider | None = None,
+    ) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._engine = _pooled_engine(postgres_url, token_provider)
 
-
-class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
-    pass
-
-
-class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
-    pass
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> Self:
+        return cls(inst_data=inst_data, **_args_from_config(config_value))
