@@ -2,11 +2,13 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     DefaultScheduleStatus,
     MetadataValue,
     OpExecutionContext,
+    Out,
     Output,
     ScheduleDefinition,
     job,
@@ -16,20 +18,20 @@ from dagster import (
 from .handoff.cleanup import clean_shared_folder, clean_staging_folder
 from .jobs import master_sync_job
 from .ml.events import in_flight_paths
-from .partitions import suppliers
+from .partitions import SUPPLIERS
 from .resources import FetchResource, SharedVolumeResource
 
 
-@op
+@op(out=Out(Any))  # as before typing: `-> Output[None]` alone would make it a Nothing output
 def remove_expired_files(
     context: OpExecutionContext, shared_volume: SharedVolumeResource, fetch: FetchResource
-):
+) -> Output[None]:
     """Remove shared files older than FILE_CLEANUP_TTL_HOURS with their sidecars, stale temp
     files, and old staged downloads (each supplier's newest copy stays). Files whose analysis
     is still outstanding stay, whatever their age."""
     ttl = shared_volume.cleanup_ttl_hours
     in_flight = in_flight_paths(
-        context.instance, context.instance.get_dynamic_partitions(suppliers.name)
+        context.instance, list(context.instance.get_dynamic_partitions(SUPPLIERS))
     )
     shared = clean_shared_folder(
         shared_volume.volume().root, ttl, in_use=lambda path: str(path) in in_flight
@@ -53,7 +55,7 @@ def remove_expired_files(
 
 
 @job(description="Remove expired files from the shared volume and the staging folder.")
-def shared_file_cleanup():
+def shared_file_cleanup() -> None:
     remove_expired_files()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from ..jobs import supplier_sync_job
-from ..partitions import suppliers
+from ..partitions import SUPPLIERS, suppliers
 from ..resources import FetchResource
 from .scanner import format_for, ready, run_key, scan
 
@@ -20,7 +20,7 @@ MAX_RUNS_PER_TICK = 50
 @sensor(
     job=supplier_sync_job, minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING
 )
-def inbox_sensor(context: SensorEvaluationContext, fetch: FetchResource):
+def inbox_sensor(context: SensorEvaluationContext, fetch: FetchResource) -> SensorResult:
     """Files dropped into INBOX_DIR/<supplier key>/: each runs once, then lies in .processed/."""
     if not fetch.inbox_dir:
         return SensorResult(skip_reason="INBOX_DIR is not set")
@@ -34,7 +34,7 @@ def inbox_sensor(context: SensorEvaluationContext, fetch: FetchResource):
     seen_before, requested = cursor.get("seen", {}), cursor.get("requested", {})
     waiting = [f for f in files if requested.get(str(f.path)) != f.signature]
     to_run = ready(waiting, seen_before, time.time())[:MAX_RUNS_PER_TICK]
-    known = set(context.instance.get_dynamic_partitions(suppliers.name))
+    known = set(context.instance.get_dynamic_partitions(SUPPLIERS))
     new_keys = sorted({f.key for f in to_run} - known)
     runs = []
     for file in to_run:
