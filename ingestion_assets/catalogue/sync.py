@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +44,7 @@ class CatalogueRow:
         return self.metadata.get("is_active") is not False  # absent = active
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CREATE = "created"
     UPDATE = "updated"
     DEACTIVATE = "deactivated"
@@ -108,14 +108,14 @@ def find_row(
     for matches in tests:
         found = [r for r in candidates if matches(r)]
         if found:
-            epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+            epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
             return min(found, key=lambda r: _aware(r.created_at) or epoch)
     return None
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
+        return value.replace(tzinfo=dt.UTC)
     return value
 
 

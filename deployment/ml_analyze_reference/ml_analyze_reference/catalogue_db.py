@@ -19,7 +19,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +174,7 @@ class CatalogueDb:
         place instead of failing the job, so a file can be analysed again."""
         if not items:
             return
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = [self._row(supplier_id, item, now) for item in items]
         statement: Any = insert(supplier_items)
         if upsert:
@@ -203,7 +203,7 @@ class CatalogueDb:
             "supplier_id": supplier_id,
             "error_type": error_type,
             "error_message": message,
-            "created_at": datetime.now(timezone.utc),
+            "created_at": datetime.now(UTC),
         }
         try:
             with self._engine.begin() as conn:
