@@ -1,16 +1,49 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
 import pytest
+from dagster import instance_for_test
 
 from ingestion_assets.fetching.fetcher import SourceFetcher
 from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
 
 from .loopback import LoopbackServer
+
+
+@pytest.fixture
+def instance():
+    """A throw-away Dagster instance in a temp dir, which is DAGSTER_HOME while the test runs
+    (`instance.root_directory`: a subprocess given that DAGSTER_HOME reads the same instance)."""
+    with instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def ml_service(tmp_path):
+    """The reference ml-analyze over real HTTP, fresh for one test (its own SQLite job store)."""
+    from .ml_server import RunningServer
+
+    service = RunningServer(tmp_path / "ml.sqlite3")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def module_ml_service(tmp_path_factory):
+    """The reference ml-analyze shared by the tests of one module (jobs of earlier tests stay in
+    its store), with four jobs at a time: as many as a test follows at once."""
+    from .ml_server import RunningServer
+
+    service = RunningServer(
+        tmp_path_factory.mktemp("ml-service-db") / "jobs.sqlite3", max_concurrent_jobs=4
+    )
+    yield service
+    service.stop()
 
 
 @pytest.fixture
@@ -58,6 +91,13 @@ def needs(reason: str):
     pytest.skip(reason)
 
 
+def bytes_received(message: str) -> float:
+    """The bytes a deadline error says had arrived: `... (20.0 KB received)`."""
+    match = re.search(r"\(([\d.]+) (B|KB|MB|GB) received\)", message)
+    assert match, message
+    return float(match[1]) * 1024 ** ("B", "KB", "MB", "GB").index(match[2])
+
+
 # -- the catalogue database (a real PostgreSQL with exactly the tables of catalogue-schema.md) ----
 
 # The reference stack's catalogue (deployment/catalogue): its tables, after the lines that
@@ -70,8 +110,9 @@ def catalogue_schema() -> str:
 
 
 @pytest.fixture(scope="session")
-def catalogue_server():
-    """One throw-away PostgreSQL server for every catalogue test of the session."""
+def postgres_server():
+    """One throw-away PostgreSQL server (trust auth on loopback, superuser `postgres`) for the
+    whole session; each test creates its own database on it."""
     from .postgres import PostgresServer, server_bin
 
     if server_bin() is None:
@@ -82,15 +123,15 @@ def catalogue_server():
 
 
 @pytest.fixture
-def catalogue_url(catalogue_server) -> str:
+def catalogue_url(postgres_server) -> str:
     """A fresh catalogue database for one test, with exactly the tables of catalogue-schema.md."""
     import uuid
 
     import psycopg2
 
     name = f"catalogue_{uuid.uuid4().hex[:12]}"
-    catalogue_server.create_database(name)
-    url = f"postgresql://{catalogue_server.user}@127.0.0.1:{catalogue_server.port}/{name}"
+    postgres_server.create_database(name)
+    url = f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/{name}"
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(catalogue_schema())
     conn.close()

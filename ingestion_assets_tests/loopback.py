@@ -146,6 +146,33 @@ def endless(chunk: bytes = b"x" * 65536, delay: float = 0.0) -> Handler:
     return handler
 
 
+class Drip:
+    """A slow body that does end: `count` chunks with `delay` between them (no Content-Length,
+    the connection's close ends it). Records the chunks written and whether the body was sent
+    to its end, so a test can tell a client that stopped reading from one that got it all."""
+
+    def __init__(self, chunk: bytes, delay: float, count: int, content_type: str = "text/csv"):
+        self.chunk, self.delay, self.count, self.content_type = chunk, delay, count, content_type
+        self.sent = 0  # chunks written
+        self.finished = False  # every chunk written: the whole body went out
+
+    @property
+    def size(self) -> int:
+        return len(self.chunk) * self.count
+
+    def __call__(self, req: BaseHTTPRequestHandler) -> None:
+        req.close_connection = True
+        req.send_response(200)
+        req.send_header("Content-Type", self.content_type)
+        req.end_headers()
+        for _ in range(self.count):
+            req.wfile.write(self.chunk)
+            req.wfile.flush()
+            self.sent += 1
+            time.sleep(self.delay)
+        self.finished = True
+
+
 def stall(seconds: float) -> Handler:
     """Accept the request, say nothing for `seconds`."""
 

@@ -183,7 +183,7 @@ def test_log_messages_of_a_job(catalogue, catalogue_url):
         " ('job-0', NULL, 'parsing', 'someone else', 3)",
         alpha.supplier_id,
     )
-    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     assert catalogue.log_messages(alpha.supplier_id, "job-1", since) == [
         "[database] duplicate key value violates unique constraint"
     ]

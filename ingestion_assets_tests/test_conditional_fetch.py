@@ -26,7 +26,6 @@ from .dagster_helpers import (
     sync_registry,
     sync_supplier,
 )
-from .ml_server import RunningServer
 from .test_ml_pipeline import FULL, PRICE_LIST, settled, until
 
 CSV = "Артикул;Наименование;Цена\nA-1;Дрель;4990\nA-2;Молоток;450\n".encode()
@@ -154,28 +153,24 @@ def materializations(instance, asset: str, key: str) -> list[dict]:
 
 
 def test_a_resync_of_an_unchanged_source_transfers_nothing_and_submits_nothing(
-    server, tmp_path: Path
+    server, tmp_path: Path, ml_service
 ) -> None:
     source = loopback.ConditionalFile(PRICE_LIST, etag='"price-v1"')
     url = server.route("/alfa.xlsx", source)
     master = server.route(
         "/master.csv", loopback.file_body(master_sheet_csv([["Alfa", url, "excel", "yes", "yes"]]))
     )
-    ml_service = RunningServer(tmp_path / "ml.sqlite3")
-    try:
-        resources = courier_resources(tmp_path, master, ml_url=ml_service.url)
-        ml = resources["ml_analyze"]
-        with instance_for_test() as instance:
-            sync_registry(instance, resources)
-            assert sync_supplier(instance, resources, "alfa", selection=FULL).success
-            until(instance, ml, None, settled)
-            assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+    resources = courier_resources(tmp_path, master, ml_url=ml_service.url)
+    ml = resources["ml_analyze"]
+    with instance_for_test() as instance:
+        sync_registry(instance, resources)
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+        until(instance, ml, None, settled)
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
 
-            first, second = materializations(instance, "raw_download", "alfa")
-            shared = materializations(instance, "shared_file", "alfa")
-            state = latest_ml_state(instance, "alfa")[0]
-    finally:
-        ml_service.stop()
+        first, second = materializations(instance, "raw_download", "alfa")
+        shared = materializations(instance, "shared_file", "alfa")
+        state = latest_ml_state(instance, "alfa")[0]
 
     assert source.asked == [{}, {"If-None-Match": '"price-v1"'}]
     assert source.bytes_sent == len(PRICE_LIST)

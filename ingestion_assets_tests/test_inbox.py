@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
-from dagster import SensorResult, build_sensor_context, instance_for_test, materialize
+from dagster import SensorResult, build_sensor_context, materialize
 
 from ingestion_assets.courier.assets import raw_download, shared_file
 from ingestion_assets.inbox.scanner import PROCESSED, ready, scan
@@ -20,12 +19,6 @@ from . import loopback
 from .dagster_helpers import courier_resources, failure_message, master_sheet_csv, sync_registry
 
 CSV = "Код;Товар;Цена\nB-1;Молоток;450,00\n".encode("cp1251")
-
-
-@pytest.fixture
-def instance():
-    with instance_for_test() as inst:
-        yield inst
 
 
 def age(path, seconds=10):

@@ -6,6 +6,7 @@ Backoff is asserted through a recording `sleep`, so no test waits for it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -115,16 +116,9 @@ PRICE_LIST_ROWS: list[list[Any]] = [
 # --- the reference server ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = RunningServer(tmp_path_factory.mktemp("ml-client-db") / "jobs.sqlite3")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def ref_client(reference: RunningServer) -> Iterator[tuple[MLAnalyzeClient, Delays]]:
-    client, delays = make_client(reference.url)
+def ref_client(module_ml_service: RunningServer) -> Iterator[tuple[MLAnalyzeClient, Delays]]:
+    client, delays = make_client(module_ml_service.url)
     yield client, delays
     client.close()
 
@@ -370,18 +364,23 @@ def test_a_plain_text_error_body_is_shown(server: LoopbackServer) -> None:
 def test_an_answer_slower_than_the_timeout_is_unavailable_after_retries(
     server: LoopbackServer,
 ) -> None:
+    """The answer comes only once the test is over: each of the four attempts ends by its
+    0.1 s timeout, and the waits between them go to the injected sleep, not the clock."""
+    release = threading.Event()
+
     def slow(req):
-        time.sleep(1.0)
+        release.wait(10)
         send(req, 200, json.dumps(job_body()).encode(), "application/json")
 
     server.route(STATUS, slow)
-    client, delays = make_client(server.url(""), timeout=0.1)
-    started = time.monotonic()
-    with pytest.raises(MLAnalyzeUnavailable) as raised:
-        client.status(JOB_ID)
-    assert time.monotonic() - started < 1.0  # four timeouts of 0.1 s, no real sleeping
+    client, delays = make_client(server.url(""), timeout=0.1, jitter=0)
+    try:
+        with pytest.raises(MLAnalyzeUnavailable) as raised:
+            client.status(JOB_ID)
+    finally:
+        release.set()
     assert server.hits[STATUS] == 4
-    assert delays == [1, 2, 4]
+    assert delays == [1, 2, 4]  # every backoff went to the fake sleep
     assert "Timeout" in str(raised.value)
 
 

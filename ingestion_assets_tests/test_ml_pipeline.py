@@ -8,7 +8,6 @@ import os
 import time
 
 import openpyxl
-import pytest
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -18,7 +17,6 @@ from dagster import (
     SensorResult,
     build_sensor_context,
     execute_job,
-    instance_for_test,
     materialize,
     reconstructable,
 )
@@ -64,19 +62,6 @@ def price_list() -> bytes:
 
 PRICE_LIST = price_list()
 PRICE_LIST_CSV = "name;sku;price\nДрель ударная 750 Вт;D-1;4990\nМолоток;M-1;450\n".encode()
-
-
-@pytest.fixture
-def instance():
-    with instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def ml_service(tmp_path):
-    service = RunningServer(tmp_path / "ml.sqlite3")
-    yield service
-    service.stop()
 
 
 def tick(
@@ -390,7 +375,8 @@ def test_unreachable_service_keeps_every_job_backs_off_and_polls_once_it_is_back
         down.run_requests == []
         and [e for e in down.asset_events if type(e).__name__ != "AssetObservation"] == []
     )
-    assert "unreachable" in tick(instance, ml, down.cursor).skip_reason.skip_message  # backing off
+    backing_off = tick(instance, ml, down.cursor).skip_reason.skip_message
+    assert backing_off.startswith("ml-analyze unreachable; next poll in ")
 
     service = RunningServer(tmp_path / "ml.sqlite3", port=port, row_delay_ms=0)
     try:
@@ -518,9 +504,9 @@ def test_the_sensor_follows_hundreds_of_jobs_to_the_end_once_each(instance, tmp_
     ).records
     assert sorted(r.partition_key for r in records) == [f"s{i:03d}" for i in range(300)]
     assert all(r.asset_materialization.metadata["items_total"].value == 2 for r in records)
-    assert isinstance(
-        tick(instance, ml, cursor).skip_reason.skip_message, str
-    )  # nothing left to follow
+    final = tick(instance, ml, cursor)  # nothing left to follow: no runs, no events
+    assert final.run_requests == [] and final.asset_events == []
+    assert final.skip_reason.skip_message == "no outstanding ml-analyze jobs"
 
 
 def test_a_submission_waits_for_ml_analyze_and_goes_once_it_is_back(instance, server, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,9 @@ def test_a_failed_job_is_given_up_at_the_last_attempt() -> None:
         assert outcome.errors == ("Could not read the file", "Row 3: no price")
 
 
-@pytest.mark.parametrize(("attempt", "kind"), [(1, Next.RESUBMIT), (2, Next.RESUBMIT), (3, Next.GIVE_UP)])
+@pytest.mark.parametrize(
+    ("attempt", "kind"), [(1, Next.RESUBMIT), (2, Next.RESUBMIT), (3, Next.GIVE_UP)]
+)
 def test_a_lost_job_is_resubmitted_or_given_up(attempt: int, kind: str) -> None:
     lost = JobNotFound("ml-analyze does not know job job-1: Job not found", status_code=404)
     outcome = run(tracked(attempt=attempt), lost)
@@ -433,17 +434,8 @@ def test_poll_statuses_respects_a_tiny_budget(server: LoopbackServer) -> None:
 # --- poll_statuses against the reference ml-analyze -----------------------------------
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    server = RunningServer(
-        tmp_path_factory.mktemp("ml-tracking-db") / "jobs.sqlite3", max_concurrent_jobs=4
-    )
-    yield server
-    server.stop()
-
-
 def test_poll_statuses_follows_many_real_jobs_to_completion(
-    reference: RunningServer, tmp_path: Path
+    module_ml_service: RunningServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "prices.csv"
     path.write_text(
@@ -453,7 +445,7 @@ def test_poll_statuses_follows_many_real_jobs_to_completion(
         "Стремянка алюминиевая;S-1;\n",
         encoding="utf-8",
     )
-    with MLAnalyzeClient(reference.url, timeout=10, sleep=no_sleep) as client:
+    with MLAnalyzeClient(module_ml_service.url, timeout=10, sleep=no_sleep) as client:
         jobs = [
             tracked(client.submit(str(path), SUPPLIER_ID, "csv").job_id, submitted_at=time.time())
             for _ in range(60)
@@ -465,7 +457,7 @@ def test_poll_statuses_follows_many_real_jobs_to_completion(
         deadline = time.monotonic() + 15
         while outstanding:
             assert time.monotonic() < deadline, f"{len(outstanding)} jobs never finished"
-            answers = poll(reference.url, list(outstanding.values()), budget_s=5)
+            answers = poll(module_ml_service.url, list(outstanding.values()), budget_s=5)
             assert set(answers) == set(outstanding)  # every job answered, every tick
             for job_id, answer in answers.items():
                 job = outstanding[job_id]

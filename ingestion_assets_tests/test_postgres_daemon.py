@@ -19,10 +19,8 @@ from dagster_postgres.run_storage import PostgresRunStorage
 from ingestion_assets.ml.events import latest_ml_state
 
 from . import loopback
-from .conftest import needs
 from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
 from .ml_server import RunningServer
-from .postgres import PostgresServer, server_bin
 from .test_ml_pipeline import FULL, PRICE_LIST, until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,21 +28,12 @@ ML_RESULT = AssetKey("ml_analysis_result")
 CSV = "Код;Товар;Цена\nB-1;Молоток слесарный;450,00\n".encode("cp1251")
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    if server_bin() is None:
-        needs("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    server = PostgresServer()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def pg_home(postgres, tmp_path, monkeypatch, request):
+def pg_home(postgres_server, tmp_path, monkeypatch, request):
     """A DAGSTER_HOME with the shipped dagster.yaml, on a fresh database of the test server."""
     db = "t_" + request.node.name.lower()[:40].replace("-", "_")
-    postgres.create_database(db)
-    for name, value in postgres.env(db).items():
+    postgres_server.create_database(db)
+    for name, value in postgres_server.env(db).items():
         monkeypatch.setenv(name, value)
     home = tmp_path / "home"
     home.mkdir()
@@ -75,33 +64,29 @@ def test_the_instance_keeps_a_connection_instead_of_opening_one_per_query(pg_hom
         assert len(pids) == 2
 
 
-def test_the_pipeline_runs_on_the_postgres_instance(pg_home, server, tmp_path):
-    service = RunningServer(tmp_path / "ml.sqlite3")
-    try:
-        with DagsterInstance.from_config(str(pg_home)) as instance:
-            assert isinstance(instance.run_storage, PostgresRunStorage)
-            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-            url = server.route("/alfa.xlsx", loopback.file_body(PRICE_LIST))
-            master = server.route(
-                "/master.csv",
-                loopback.file_body(master_sheet_csv([["Alfa", url, "excel", "", ""]])),
-            )
-            resources = courier_resources(tmp_path, master, ml_url=service.url)
-            sync_registry(instance, resources)
-            assert sync_supplier(instance, resources, "alfa", selection=FULL).success
-            until(
-                instance,
-                resources["ml_analyze"],
-                None,
-                lambda r: r.asset_events and not r.run_requests,
-            )
-            [record] = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=ML_RESULT), limit=5
-            ).records
-            assert record.partition_key == "alfa"
-            assert record.asset_materialization.metadata["items_total"].value == 3
-    finally:
-        service.stop()
+def test_the_pipeline_runs_on_the_postgres_instance(pg_home, server, tmp_path, ml_service):
+    with DagsterInstance.from_config(str(pg_home)) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        url = server.route("/alfa.xlsx", loopback.file_body(PRICE_LIST))
+        master = server.route(
+            "/master.csv",
+            loopback.file_body(master_sheet_csv([["Alfa", url, "excel", "", ""]])),
+        )
+        resources = courier_resources(tmp_path, master, ml_url=ml_service.url)
+        sync_registry(instance, resources)
+        assert sync_supplier(instance, resources, "alfa", selection=FULL).success
+        until(
+            instance,
+            resources["ml_analyze"],
+            None,
+            lambda r: r.asset_events and not r.run_requests,
+        )
+        [record] = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=ML_RESULT), limit=5
+        ).records
+        assert record.partition_key == "alfa"
+        assert record.asset_materialization.metadata["items_total"].value == 3
 
 
 def _wait_for(predicate, timeout: float, what: str, poll: float = 1.0):

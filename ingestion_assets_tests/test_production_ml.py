@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from dagster import SensorResult, build_sensor_context, instance_for_test, materialize
+from dagster import SensorResult, build_sensor_context, materialize
 
 from ingestion_assets.catalogue.assets import catalogue_suppliers
 from ingestion_assets.ml.events import latest_ml_state
@@ -66,13 +66,8 @@ def master(rows: list[dict[str, str]]) -> bytes:
 
 
 @pytest.fixture
-def instance():
-    with instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def catalogue(catalogue_url):
+def catalogue_sql(catalogue_url):
+    """Plain SQL on the test's catalogue database (not the courier's Catalogue)."""
     sql = CatalogueSql(catalogue_url)
     yield sql
     sql.close()
@@ -138,12 +133,12 @@ def sidecars(shared: Path) -> list[dict]:
 
 
 def test_a_first_deployment_analyses_every_supplier_with_no_manual_step(
-    instance, server, tmp_path, production_ml, catalogue, catalogue_url
+    instance, server, tmp_path, production_ml, catalogue_sql, catalogue_url
 ):
     """An empty catalogue; an Excel supplier, a CSV supplier (the service has no CSV parser) and
     a workbook whose active sheet is a cover page (the service reads only the active sheet)."""
     old_id = str(uuid.uuid4())  # a supplier the catalogue had before the courier
-    catalogue.rows(
+    catalogue_sql.rows(
         "INSERT INTO suppliers (id, name, source_type, metadata) VALUES (:id, 'АЛЬФА', 'excel', "
         "'{\"use_ml_processing\": true}')",
         id=old_id,
@@ -185,7 +180,7 @@ def test_a_first_deployment_analyses_every_supplier_with_no_manual_step(
             metadata["items_matched"] + metadata["items_review"] + metadata["items_unmatched"]
             == items
         )
-        stored = catalogue.rows(
+        stored = catalogue_sql.rows(
             "SELECT count(*) AS n FROM supplier_items WHERE supplier_id = :id", id=ids[key]
         )
         assert stored[0]["n"] == items
@@ -201,7 +196,7 @@ def test_a_first_deployment_analyses_every_supplier_with_no_manual_step(
     assert all(c["derived_from_md5"] in originals for c in derived)
     assert any(c["file_type"] == "csv" for c in originals.values())  # the CSV handed off as is
     # The admin's key stayed in the pre-existing row's metadata.
-    [row] = catalogue.rows("SELECT metadata FROM suppliers WHERE id = :id", id=old_id)
+    [row] = catalogue_sql.rows("SELECT metadata FROM suppliers WHERE id = :id", id=old_id)
     meta = row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"])
     assert meta["use_ml_processing"] is True and meta["courier_key"] == "alfa"
 
@@ -244,7 +239,7 @@ def test_the_services_own_words_appear_when_a_job_fails_and_it_is_not_resubmitte
 
 
 def test_a_supplier_the_catalogue_lacks_gets_its_row_before_submission(
-    instance, server, tmp_path, production_ml, catalogue, catalogue_url
+    instance, server, tmp_path, production_ml, catalogue_sql, catalogue_url
 ):
     """A run started before any master sync of the catalogue (an inbox hand-in, say)."""
     sheet = master(
@@ -257,11 +252,11 @@ def test_a_supplier_the_catalogue_lacks_gets_its_row_before_submission(
         catalogue_url,
     )
     assert materialize([supplier_registry], instance=instance, resources=resources).success
-    assert catalogue.count("suppliers") == 0
+    assert catalogue_sql.count("suppliers") == 0
     assert sync_supplier(instance, resources, "delta", selection=FULL).success
     follow(instance, resources)
     assert summary(instance, "delta")["catalogue_items"] == 3
-    assert catalogue.count("suppliers") == 1
+    assert catalogue_sql.count("suppliers") == 1
 
 
 def test_a_pdf_is_refused_up_front_when_the_service_cannot_parse_it(

@@ -6,73 +6,56 @@ import subprocess
 import sys
 import time
 
-import pytest
-from dagster import instance_for_test
-
 from ingestion_assets.status import all_statuses, render
 
 from . import loopback
 from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
-from .ml_server import RunningServer
 from .test_ml_pipeline import FULL, PRICE_LIST, until
 
 CSV = "name;price\nДрель;4990\n".encode()
 
 
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "home").mkdir()
-    with instance_for_test(temp_dir=str(tmp_path / "home")) as inst:
-        yield inst
+def test_status_shows_each_suppliers_phase(instance, server, tmp_path, ml_service):
+    rows = [
+        [
+            "Done",
+            server.route("/done.xlsx", loopback.file_body(PRICE_LIST)),
+            "excel",
+            "yes",
+            "yes",
+        ],
+        ["No Ml", server.route("/noml.csv", loopback.file_body(CSV)), "csv", "yes", "no"],
+        ["Gone", server.route("/gone.csv", loopback.status(404)), "csv", "yes", "yes"],
+        ["Waiting", server.url("/waiting.csv"), "csv", "yes", "yes"],
+    ]
+    server.route("/master.csv", loopback.file_body(master_sheet_csv(rows)))
+    resources = courier_resources(tmp_path, server.url("/master.csv"), ml_url=ml_service.url)
+    sync_registry(instance, resources)
+    for key in ("done", "no-ml", "gone"):
+        sync_supplier(instance, resources, key, selection=FULL, raise_on_error=False)
+    instance.add_dynamic_partitions("suppliers", ["waiting"])
+    until(instance, resources["ml_analyze"], None, lambda r: r.asset_events and not r.run_requests)
+
+    by_key = {s.key: s for s in all_statuses(instance)}
+    assert by_key["done"].phase == "completed with warnings"
+    assert (
+        by_key["done"].items,
+        by_key["done"].matched,
+        by_key["done"].review,
+        by_key["done"].errors,
+    ) == (3, 1, 1, 1)
+    assert by_key["done"].attempts == 1 and by_key["done"].size == len(PRICE_LIST)
+    assert by_key["no-ml"].phase == "ML off"
+    assert by_key["gone"].phase == "failed" and "HTTP 404" in by_key["gone"].detail
+    assert by_key["waiting"].phase == "never synced"
+    table = render(list(by_key.values()))
+    assert table.splitlines()[0].split()[:3] == ["supplier", "phase", "size"]
+    assert len(table.splitlines()) == 5
 
 
-def test_status_shows_each_suppliers_phase(instance, server, tmp_path):
-    service = RunningServer(tmp_path / "ml.sqlite3")
-    try:
-        rows = [
-            [
-                "Done",
-                server.route("/done.xlsx", loopback.file_body(PRICE_LIST)),
-                "excel",
-                "yes",
-                "yes",
-            ],
-            ["No Ml", server.route("/noml.csv", loopback.file_body(CSV)), "csv", "yes", "no"],
-            ["Gone", server.route("/gone.csv", loopback.status(404)), "csv", "yes", "yes"],
-            ["Waiting", server.url("/waiting.csv"), "csv", "yes", "yes"],
-        ]
-        server.route("/master.csv", loopback.file_body(master_sheet_csv(rows)))
-        resources = courier_resources(tmp_path, server.url("/master.csv"), ml_url=service.url)
-        sync_registry(instance, resources)
-        for key in ("done", "no-ml", "gone"):
-            sync_supplier(instance, resources, key, selection=FULL, raise_on_error=False)
-        instance.add_dynamic_partitions("suppliers", ["waiting"])
-        until(
-            instance, resources["ml_analyze"], None, lambda r: r.asset_events and not r.run_requests
-        )
-
-        by_key = {s.key: s for s in all_statuses(instance)}
-        assert by_key["done"].phase == "completed with warnings"
-        assert (
-            by_key["done"].items,
-            by_key["done"].matched,
-            by_key["done"].review,
-            by_key["done"].errors,
-        ) == (3, 1, 1, 1)
-        assert by_key["done"].attempts == 1 and by_key["done"].size == len(PRICE_LIST)
-        assert by_key["no-ml"].phase == "ML off"
-        assert by_key["gone"].phase == "failed" and "HTTP 404" in by_key["gone"].detail
-        assert by_key["waiting"].phase == "never synced"
-        table = render(list(by_key.values()))
-        assert table.splitlines()[0].split()[:3] == ["supplier", "phase", "size"]
-        assert len(table.splitlines()) == 5
-    finally:
-        service.stop()
-
-
-def test_status_command_reads_the_instance_at_dagster_home(instance, tmp_path):
+def test_status_command_reads_the_instance_at_dagster_home(instance):
     instance.add_dynamic_partitions("suppliers", ["acme"])
-    env = {"DAGSTER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    env = {"DAGSTER_HOME": instance.root_directory, "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-m", "ingestion_assets", "status"],
         env=env,
