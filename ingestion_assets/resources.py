@@ -19,6 +19,7 @@ from .fetching.url_guard import UrlGuard
 from .handoff.shared_volume import SharedVolume
 from .inbox.scanner import in_inbox
 from .ml.client import MLAnalyzeClient
+from .staging import staging_dir
 
 DEV_DATA = Path(".data")
 
@@ -76,7 +77,7 @@ class FetchResource(ConfigurableResource["FetchResource"]):
         return fetcher
 
     def staging_dir(self, supplier_key: str) -> Path:
-        return Path(self.downloads_dir).resolve() / supplier_key
+        return staging_dir(self.downloads_dir, supplier_key)
 
 
 class SharedVolumeResource(ConfigurableResource["SharedVolumeResource"]):

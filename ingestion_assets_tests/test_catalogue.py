@@ -10,8 +10,8 @@ import psycopg2
 import pytest
 
 from ingestion_assets.catalogue.store import Catalogue, CatalogueError
+from ingestion_assets.registry.identity import SUPPLIER_NAMESPACE, supplier_key
 from ingestion_assets.registry.models import Supplier
-from ingestion_assets.registry.validation import SUPPLIER_NAMESPACE, supplier_key
 
 
 def sheet_supplier(

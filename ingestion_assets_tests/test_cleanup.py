@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from ingestion_assets.fetching.streaming import PART_PREFIX
 from ingestion_assets.handoff.atomic import TEMP_PREFIX
 from ingestion_assets.handoff.cleanup import (
     STALE_TEMP_SECONDS,
@@ -16,6 +15,7 @@ from ingestion_assets.handoff.cleanup import (
     clean_staging_folder,
 )
 from ingestion_assets.handoff.sidecar import SIDECAR_SUFFIX
+from ingestion_assets.staging import PART_PREFIX
 
 from .conftest import needs
 

@@ -9,14 +9,10 @@ import openpyxl
 import pytest
 
 from ingestion_assets.fetching.errors import PermanentFetchError
+from ingestion_assets.registry.identity import SUPPLIER_NAMESPACE, supplier_key
 from ingestion_assets.registry.master_sheet import load_master_sheet
 from ingestion_assets.registry.tables import MasterSheetError, read_csv_rows, read_workbook_rows
-from ingestion_assets.registry.validation import (
-    SUPPLIER_NAMESPACE,
-    build_registry,
-    infer_format,
-    supplier_key,
-)
+from ingestion_assets.registry.validation import build_registry, infer_format
 
 from .loopback import file_body, html_page
 

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import uuid
-
+from ..registry.identity import derived_supplier_id
 from ..registry.models import Registry, Supplier
-from ..registry.validation import SUPPLIER_NAMESPACE, RowError, parse_format, validate_source
+from ..registry.validation import RowError, parse_format, validate_source
 
 
 class UnknownSupplier(LookupError):
@@ -47,7 +46,7 @@ def resolve_supplier(
         raise ValueError(f"Supplier '{key}': the run config's source is refused: {exc}") from exc
     base = supplier or Supplier(
         key=key,
-        supplier_id=str(uuid.uuid5(SUPPLIER_NAMESPACE, key)),
+        supplier_id=derived_supplier_id(key),
         name=name or key,
         source_url=source_url,
         format=fmt,

@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..staging import PART_PREFIX
 from .errors import PermanentFetchError, TransientFetchError
 
 ProgressCallback = Callable[[int, "int | None"], None]
 CHUNK_SIZE = 1024 * 1024
-PART_PREFIX = ".part-"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fetching.streaming import PART_PREFIX
+from ..staging import PART_PREFIX
 from .atomic import TEMP_PREFIX
 from .sidecar import SIDECAR_SUFFIX
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..registry.validation import supplier_key
+from ..registry.identity import supplier_key
 
 PROCESSED = ".processed"
 MIN_AGE_S = 2.0

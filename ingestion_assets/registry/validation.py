@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from urllib.parse import urlsplit
 
-from slugify import slugify
-
 from ..fetching.fetcher import is_local_path
 from ..fetching.google_sheets import is_google_sheet_url
+from .identity import derived_supplier_id, supplier_key
 from .models import Registry, RowProblem, Supplier
 from .tables import MasterSheetError
 
-SUPPLIER_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:supplier-courier:suppliers")
 MAX_NAME_LENGTH = 200
 MAX_URL_LENGTH = 2048
 
@@ -144,21 +141,6 @@ def _supplier_from_row(cells: dict[str, str], row_number: int) -> Supplier:
     )
 
 
-def supplier_key(name: str) -> str:
-    """A readable, stable partition key: `ООО «Альфа»` → `ooo-alfa`."""
-    key = slugify(name, max_length=60, word_boundary=True)
-    return key or "supplier-" + hashlib.sha1(name.encode("utf-8")).hexdigest()[:10]
-
-
-def _supplier_id(raw: str, key: str) -> str:
-    if not raw:
-        return str(uuid.uuid5(SUPPLIER_NAMESPACE, key))
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError as exc:
-        raise RowError(f"supplier_id '{raw[:60]}' is not a UUID") from exc
-
-
 def parse_format(raw: str, url: str) -> str:
     value = raw.strip().lower()
     if not value:
@@ -217,3 +199,13 @@ def _parse_bool(raw: str, column: str) -> bool:
     if value in FALSE_WORDS:
         return False
     raise RowError(f"{column} '{raw[:20]}' is not yes/no")
+
+
+def _supplier_id(raw: str, key: str) -> str:
+    """The sheet's supplier_id (a UUID), or the one derived from the key when blank."""
+    if not raw:
+        return derived_supplier_id(key)
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError as exc:
+        raise RowError(f"supplier_id '{raw[:60]}' is not a UUID") from exc

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown drill(s) {', '.join(unknown)}; known: {', '.join(known)}")
     selected = [d for d in DRILLS if not args.names or d[0] in args.names]
     host = machine()
-    started_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"fault drills: {', '.join(n for n, *_ in selected)}\nmachine: {host}", flush=True)
     base = Path(tempfile.mkdtemp(prefix="courier-drills-"))
     started = time.monotonic()

@@ -286,6 +286,6 @@ def _run(ctx, result: Result, server) -> None:
 
 
 def _id(key: str) -> str:
-    from ingestion_assets.registry.validation import SUPPLIER_NAMESPACE
+    from ingestion_assets.registry.identity import SUPPLIER_NAMESPACE
 
     return str(uuid.uuid5(SUPPLIER_NAMESPACE, key))

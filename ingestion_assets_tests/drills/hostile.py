@@ -855,7 +855,7 @@ def daemon_pass(ctx, figures: dict, violations: list[str], hostile, canary) -> i
     problems_md = registry["problems"].value
     ends = Counter()
     for name, _, _, expected in rows:
-        from ingestion_assets.registry.validation import supplier_key
+        from ingestion_assets.registry.identity import supplier_key
 
         key = supplier_key(" ".join(name.split()))
         if expected in (

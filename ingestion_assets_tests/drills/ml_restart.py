@@ -17,7 +17,7 @@ from collections import Counter
 
 from dagster import AssetKey, RunsFilter
 
-from ingestion_assets.registry.validation import SUPPLIER_NAMESPACE
+from ingestion_assets.registry.identity import SUPPLIER_NAMESPACE
 
 from .. import loopback
 from .harness import (

@@ -37,7 +37,7 @@ from ingestion_assets.courier.source_retries import RAW, SOURCE_DOWN
 from ingestion_assets.fetching.streaming import PART_PREFIX
 from ingestion_assets.handoff.atomic import TEMP_PREFIX
 from ingestion_assets.handoff.sidecar import SIDECAR_SUFFIX, FileMetadata
-from ingestion_assets.registry.validation import SUPPLIER_NAMESPACE, supplier_key
+from ingestion_assets.registry.identity import SUPPLIER_NAMESPACE, supplier_key
 
 from .. import loopback
 from ..test_completeness import CSV as BIG_CSV

@@ -22,7 +22,7 @@ from collections import Counter
 
 from dagster import AssetKey, DagsterRunStatus, RunsFilter
 
-from ingestion_assets.registry.validation import SUPPLIER_NAMESPACE, supplier_key
+from ingestion_assets.registry.identity import SUPPLIER_NAMESPACE, supplier_key
 
 from .. import loopback
 from ..test_completeness import PDF_BYTES, xlsx_bytes
