@@ -7,12 +7,21 @@ from pathlib import Path
 
 import pytest
 from dagster import instance_for_test
+from hypothesis import settings
 
 from ingestion_assets.fetching.fetcher import SourceFetcher
 from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
 
 from .loopback import LoopbackServer
+
+# Property tests (test_properties.py, test_completeness.py): the same examples on every
+# machine (derandomized, no example database), no per-example deadline (a loaded CI machine
+# is slow, not wrong), 200 examples unless a test asks for more.
+settings.register_profile(
+    "courier", derandomize=True, database=None, deadline=None, max_examples=200
+)
+settings.load_profile("courier")
 
 
 @pytest.fixture
