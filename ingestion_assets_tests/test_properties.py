@@ -33,11 +33,11 @@ from ingestion_assets.fetching.redact import REDACTED, redact_url
 from ingestion_assets.fetching.url_guard import UrlGuard
 from ingestion_assets.fetching.validators import MAX_VALIDATOR_LENGTH, Validators
 from ingestion_assets.handoff.naming import MAX_NAME_BYTES, display_safe, sanitize_filename
+from ingestion_assets.registry.identity import supplier_key
 from ingestion_assets.registry.validation import (
     MAX_NAME_LENGTH,
     RowError,
     build_registry,
-    supplier_key,
     validate_source,
 )
 
