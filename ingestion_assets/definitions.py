@@ -13,7 +13,11 @@ from .ml.sensors import ml_status_sensor
 from .overview.sensor import analyses_fresh, supplier_overview, supplier_overview_sensor
 from .registry.assets import supplier_registry
 from .registry.sensors import initial_master_sync_sensor, supplier_partitions_sensor
-from .resources import resources_from_env
+from .resources import MasterSheetResource, configured, resources_from_env
+
+resources = resources_from_env()
+master_sheet = resources["master_sheet"]
+assert isinstance(master_sheet, MasterSheetResource)
 
 defs = Definitions(
     assets=[
@@ -34,8 +38,11 @@ defs = Definitions(
         inbox_sensor,
         supplier_overview_sensor,
     ],
-    schedules=[master_sync_schedule, cleanup_schedule],
-    resources=resources_from_env(),
+    schedules=[
+        master_sync_schedule(configured(master_sheet.sync_interval_hours)),
+        cleanup_schedule,
+    ],
+    resources=resources,
     # Every job is a chain of light I/O steps: one process per run, not one per step
     # (a third of the start-up cost; step retries and re-execution from failure work the same).
     executor=in_process_executor,

@@ -50,11 +50,12 @@ def step_failure(
     metadata: Mapping[str, Any] | None = None,
 ) -> Failure:
     """The Failure for a cause the courier named: `message` (the error's own words by
-    default), run retries on only when it may heal and nothing else retries it."""
+    default); the step's retry policy may try again if the cause may heal, and run retries
+    stay on only when it may heal and no other layer retries it (`retried_elsewhere`)."""
     return failure(
         context,
         message or str(error),
-        retryable=error.retryable and not retried_elsewhere,
+        retryable=error.retryable,
         retried_elsewhere=retried_elsewhere,
         metadata=metadata,
     )

@@ -1,6 +1,5 @@
 """The clean-up job and the schedules."""
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +58,18 @@ def shared_file_cleanup() -> None:
     remove_expired_files()
 
 
-SYNC_INTERVAL_HOURS = int(os.environ.get("SYNC_INTERVAL_HOURS", "8"))
-
 cleanup_schedule = ScheduleDefinition(
     job=shared_file_cleanup,
     cron_schedule="0 */6 * * *",
     default_status=DefaultScheduleStatus.RUNNING,
 )
 
-master_sync_schedule = ScheduleDefinition(
-    job=master_sync_job,
-    cron_schedule=f"0 */{SYNC_INTERVAL_HOURS} * * *",
-    default_status=DefaultScheduleStatus.RUNNING,
-)
+
+def master_sync_schedule(every_hours: int) -> ScheduleDefinition:
+    """The master sync every `every_hours` (the master sheet resource's sync_interval_hours)."""
+    return ScheduleDefinition(
+        name="master_sync_schedule",
+        job=master_sync_job,
+        cron_schedule=f"0 */{every_hours} * * *",
+        default_status=DefaultScheduleStatus.RUNNING,
+    )

@@ -29,6 +29,7 @@ class MasterSheetResource(ConfigurableResource["MasterSheetResource"]):
 
     url: str = str(DEV_DATA / "demo" / "master_sheet.csv")
     worksheet: str = "Suppliers"
+    sync_interval_hours: int = 8  # the master sync's schedule; analyses older than two are stale
 
 
 class FetchResource(ConfigurableResource["FetchResource"]):
@@ -171,6 +172,7 @@ def resources_from_env() -> dict[str, ConfigurableResource[Any]]:
             MasterSheetResource,
             url=_env("MASTER_SHEET_URL"),
             worksheet=_env("MASTER_SHEET_WORKSHEET"),
+            sync_interval_hours=_env("SYNC_INTERVAL_HOURS", as_int=True),
         ),
         "fetch": _configured(
             FetchResource,
@@ -207,3 +209,14 @@ def resources_from_env() -> dict[str, ConfigurableResource[Any]]:
         ),
         "catalogue": _configured(CatalogueResource, database_url=_env("CATALOGUE_DATABASE_URL")),
     }
+
+
+def configured(value: int) -> int:
+    """A resource's int setting at definition time (a schedule's cron): the environment's
+    value for a field fed by EnvVar.int, else the value itself."""
+    if not isinstance(value, IntEnvVar):
+        return value
+    found = value.get_value()
+    if found is None:
+        raise ValueError(f"{value.name} is not set")
+    return found

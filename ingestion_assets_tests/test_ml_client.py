@@ -45,6 +45,7 @@ class Delays(list):
 def make_client(url: str, **options: Any) -> tuple[MLAnalyzeClient, Delays]:
     delays = Delays()
     options.setdefault("timeout", 5)
+    options.setdefault("jitter", 0)  # exact delays; test_retry_waits_carry_jitter checks it
     return MLAnalyzeClient(url, sleep=delays, **options), delays
 
 
@@ -588,3 +589,34 @@ def test_the_client_is_a_context_manager(server: LoopbackServer) -> None:
         assert client.health().ready
     with pytest.raises(RuntimeError):  # httpx refuses requests on a closed client
         client.health()
+
+
+def test_retry_waits_carry_jitter(server: LoopbackServer) -> None:
+    """Many runs retrying a busy service do not come back in step: each wait is the exponential
+    base plus up to `jitter` seconds, still capped."""
+    server.route("/health", status(503))
+    client, delays = make_client(server.url(""), retries=5, jitter=1.0, max_backoff=6)
+    with pytest.raises(MLAnalyzeUnavailable):
+        client.health()
+    bases = [1, 2, 4, 6, 6]
+    assert len(delays) == len(bases)
+    assert all(base <= d <= min(base + 1.0, 6) for d, base in zip(delays, bases, strict=True))
+    assert len({round(d - base, 6) for d, base in zip(delays, bases, strict=True)}) > 1
+
+
+def test_a_retry_after_from_the_service_is_honoured_and_capped(server: LoopbackServer) -> None:
+    def busy(seconds: str):
+        return lambda req: send(
+            req, 503, b'{"detail": "busy"}', "application/json", {"Retry-After": seconds}
+        )
+
+    server.route("/health", busy("7"))
+    client, delays = make_client(server.url(""), retries=1)
+    with pytest.raises(MLAnalyzeUnavailable) as raised:
+        client.health()
+    assert delays == [7] and raised.value.retry_after == 7
+    server.route("/health", busy("3600"))
+    client, delays = make_client(server.url(""), retries=2, max_backoff=30)
+    with pytest.raises(MLAnalyzeUnavailable):
+        client.health()
+    assert delays == [30, 30]  # a service cannot park a run for an hour

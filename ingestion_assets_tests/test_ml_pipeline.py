@@ -24,9 +24,9 @@ from dagster import (
 from ingestion_assets.courier.assets import raw_download, shared_file
 from ingestion_assets.maintenance import shared_file_cleanup
 from ingestion_assets.ml.assets import analysis_succeeded, ml_analysis_result
-from ingestion_assets.ml.events import ML_RESULT, latest_ml_state
+from ingestion_assets.ml.events import ML_RESULT, latest_ml_state, submission_observation
 from ingestion_assets.ml.sensors import ml_status_sensor
-from ingestion_assets.ml.tracking import TrackerState
+from ingestion_assets.ml.tracking import TrackedJob, TrackerState
 from ingestion_assets.registry.assets import supplier_registry
 from ingestion_assets.registry.sensors import supplier_partitions_sensor
 from ingestion_assets.resources import CatalogueResource, MLAnalyzeResource
@@ -479,9 +479,6 @@ def test_a_failed_hand_off_re_executed_from_failure_reuses_the_download(
 def test_the_sensor_follows_hundreds_of_jobs_to_the_end_once_each(instance, tmp_path, ml_service):
     """300 outstanding jobs: every one polled, each partition materialized exactly once."""
 
-    from ingestion_assets.ml.events import submission_observation
-    from ingestion_assets.ml.tracking import TrackedJob
-
     price_list = tmp_path / "prices.csv"
     price_list.write_text("name;price\nДрель ударная 750 Вт;4990\nМолоток;450\n", encoding="utf-8")
     for index in range(300):
@@ -507,6 +504,33 @@ def test_the_sensor_follows_hundreds_of_jobs_to_the_end_once_each(instance, tmp_
     final = tick(instance, ml, cursor)  # nothing left to follow: no runs, no events
     assert final.run_requests == [] and final.asset_events == []
     assert final.skip_reason.skip_message == "no outstanding ml-analyze jobs"
+
+
+def test_a_poll_interval_longer_than_the_daemons_beat_is_kept_by_the_tick(
+    instance, tmp_path, ml_service
+):
+    """ML_POLL_INTERVAL_SECONDS=30: the daemon still wakes the sensor every 5 s; the ticks in
+    between poll nothing and change nothing, the first one 30 s on polls again."""
+    price_list = tmp_path / "p.csv"
+    price_list.write_text("name;price\nМолоток;450\n", encoding="utf-8")
+    job_id = ml_service.api.submit(price_list, "csv")
+    job = TrackedJob(job_id, "alfa", 1, "0" * 32, str(price_list), "", time.time())
+    instance.report_runless_asset_event(submission_observation(job, "csv"))
+    ml = MLAnalyzeResource(url=ml_service.url, poll_interval_seconds=30)
+
+    first = tick(instance, ml, None)
+    assert len(TrackerState.from_json(first.cursor).jobs) + len(first.asset_events) >= 1
+    between = tick(instance, ml, first.cursor)
+    assert between.skip_reason.skip_message.startswith("next poll in ")
+    # Nothing polled: a poll stamps each job's last_polled in the cursor.
+    assert between.cursor == first.cursor and between.asset_events == []
+
+    # The same cursor, its last poll 30 s ago: this tick polls.
+    state = TrackerState.from_json(first.cursor)
+    state.ticked_at -= 30
+    due = tick(instance, ml, state.to_json())
+    assert due.skip_reason is None or not due.skip_reason.skip_message.startswith("next poll")
+    assert TrackerState.from_json(due.cursor).ticked_at > state.ticked_at + 29
 
 
 def test_a_submission_waits_for_ml_analyze_and_goes_once_it_is_back(instance, server, tmp_path):

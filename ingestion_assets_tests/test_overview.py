@@ -17,17 +17,18 @@ from ingestion_assets.overview.screen import markdown, phase_counts, rows
 from ingestion_assets.overview.sensor import (
     BURST_INTERVAL_S,
     BURST_SUPPLIERS,
-    STALE_AFTER_S,
     evaluate,
     supplier_overview_sensor,
 )
 from ingestion_assets.partitions import suppliers
+from ingestion_assets.resources import MasterSheetResource
 from ingestion_assets.status import SupplierStatus
 
 from . import loopback
 from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
 
 NOW = 1_800_000_000.0
+STALE_AFTER_S = 2 * 8 * 3600.0  # two sync intervals, at the default interval of 8 h
 HOUR = 3600.0
 LONG_REASON = (
     "Supplier 'Gone' (gone), source http://example.com/p.csv: the server answered HTTP 404 "
@@ -116,7 +117,11 @@ def test_a_supplier_whose_last_analysis_is_older_than_two_sync_intervals_is_flag
 
 
 def tick(instance, cursor=None):
-    result = supplier_overview_sensor(build_sensor_context(instance=instance, cursor=cursor))
+    result = supplier_overview_sensor(
+        build_sensor_context(
+            instance=instance, cursor=cursor, resources={"master_sheet": MasterSheetResource()}
+        )
+    )
     for event in result.asset_events:
         instance.report_runless_asset_event(event)
     return result
@@ -184,7 +189,7 @@ def test_freshness_is_looked_at_again_with_time_alone(instance, server, tmp_path
     )
     first = tick(instance)
     # The same event log, two sync intervals later: the supplier is now flagged.
-    later = evaluate(instance, first.cursor, time.time() + STALE_AFTER_S + 60)
+    later = evaluate(instance, first.cursor, time.time() + STALE_AFTER_S + 60, STALE_AFTER_S)
     [overview, fresh] = later.asset_events
     assert not fresh.passed and fresh.description.startswith("alfa: not fresh: never analysed")
     assert overview.metadata["phase: not fresh"].value == 1
@@ -218,7 +223,7 @@ def test_a_tick_rereads_only_what_changed_and_shows_what_a_full_read_shows(
     assert "**failed**" in table and "HTTP 404" in table
     assert "**downloaded**" in table  # gamma: fetched and handed off, no ML step run
 
-    full = evaluate(instance, None, time.time())
+    full = evaluate(instance, None, time.time(), STALE_AFTER_S)
     [from_scratch] = [e for e in full.asset_events if isinstance(e, AssetMaterialization)]
     assert from_scratch.metadata["suppliers, with links"].value == table
 
@@ -235,7 +240,7 @@ def test_during_a_sync_of_many_the_overview_looks_less_often_and_misses_nothing(
     sync_registry(instance, resources)
     instance.add_dynamic_partitions(suppliers.name, keys)
     now = time.time()
-    first = evaluate(instance, None, now)
+    first = evaluate(instance, None, now, STALE_AFTER_S)
 
     def analysing(key: str, percent: int) -> None:
         instance.report_runless_asset_event(
@@ -248,20 +253,20 @@ def test_during_a_sync_of_many_the_overview_looks_less_often_and_misses_nothing(
 
     # A few suppliers change between two looks: the next look comes a poll interval later.
     analysing(keys[0], 10)
-    few = evaluate(instance, first.cursor, now + 4)
+    few = evaluate(instance, first.cursor, now + 4, STALE_AFTER_S)
     assert "**analyzing: 10 %**" in few.asset_events[0].metadata["suppliers, with links"].value
     # More than BURST_SUPPLIERS change: a sync is under way, the next look waits.
     for key in keys:
         analysing(key, 20)
-    many = evaluate(instance, few.cursor, now + 8)
+    many = evaluate(instance, few.cursor, now + 8, STALE_AFTER_S)
     assert json.loads(many.cursor)["reread"] == len(keys)
     analysing(keys[0], 30)
-    held = evaluate(instance, many.cursor, now + 12)
+    held = evaluate(instance, many.cursor, now + 12, STALE_AFTER_S)
     assert held.asset_events == [] and "a sync is under way" in held.skip_reason.skip_message
-    later = evaluate(instance, held.cursor, now + 8 + BURST_INTERVAL_S)
+    later = evaluate(instance, held.cursor, now + 8 + BURST_INTERVAL_S, STALE_AFTER_S)
     table = later.asset_events[0].metadata["suppliers, with links"].value
     assert "**analyzing: 30 %**" in table and table.count("**analyzing: 20 %**") == len(keys) - 1
     # Quiet again: one change is seen at the next poll interval.
     analysing(keys[1], 40)
-    quiet = evaluate(instance, later.cursor, now + 12 + BURST_INTERVAL_S)
+    quiet = evaluate(instance, later.cursor, now + 12 + BURST_INTERVAL_S, STALE_AFTER_S)
     assert "**analyzing: 40 %**" in quiet.asset_events[0].metadata["suppliers, with links"].value

@@ -10,7 +10,7 @@ from dagster import (
     asset,
 )
 
-from ..failures import failure
+from ..failures import step_failure
 from ..markdown import md_table
 from ..registry.models import Registry
 from ..resources import CatalogueResource
@@ -36,10 +36,8 @@ def catalogue_suppliers(
             report = store.sync(supplier_registry.suppliers)
         except CatalogueError as exc:
             # Supplier runs still start: known suppliers keep the ids of the last sync.
-            raise failure(
-                context,
-                f"Catalogue: the suppliers table was not synced: {exc}",
-                retryable=exc.retryable,
+            raise step_failure(
+                context, exc, f"Catalogue: the suppliers table was not synced: {exc}"
             ) from exc
     for refused in report.failures:
         context.log.warning(

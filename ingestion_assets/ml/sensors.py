@@ -48,7 +48,10 @@ from .tracking import (
 )
 
 Read = TypeVar("Read")
-POLL_INTERVAL_S = int(os.environ.get("ML_POLL_INTERVAL_SECONDS", "5"))
+# The sensor daemon wakes sensors every 5 s: a poll interval up to that polls on every wake-up;
+# a longer one skips wake-ups (with a second of slack, so that one that comes a hair early polls).
+DAEMON_BEAT_S = 5
+TICK_SLACK_S = 1.0
 TICK_BUDGET_S = 20.0  # far inside Dagster's 60 s limit; what is not polled waits for the next tick
 MAX_NEW_EVENTS_PER_TICK = 2000
 POLL_TIMEOUT_S = 5.0
@@ -299,8 +302,13 @@ def evaluate(
     store: Catalogue | None = None,
 ) -> SensorResult:
     state = TrackerState.from_json(context.cursor)
-    ingest_submissions(context.instance, state)
     now = time.time()
+    poll_every = ml_analyze.poll_interval_seconds
+    if poll_every > DAEMON_BEAT_S and now - state.ticked_at < poll_every - TICK_SLACK_S:
+        wait = poll_every - (now - state.ticked_at)
+        return SensorResult(skip_reason=f"next poll in {wait:.0f} s", cursor=context.cursor)
+    state.ticked_at = now
+    ingest_submissions(context.instance, state)
     # Failed attempts whose wait is over: their resubmission runs now.
     runs, events = wake_waiting(state, ml_analyze, now)
     for job_id, job in list(state.resubmits.items()):
@@ -379,9 +387,9 @@ def evaluate(
 
 @sensor(
     job=supplier_sync_job,
-    # The sensor daemon wakes every 5 s; with an interval of exactly 5 s a wake-up that comes
-    # a hair early skips the tick, and a poll waits 10 s. One second of slack keeps the beat.
-    minimum_interval_seconds=max(1, POLL_INTERVAL_S - 1),
+    # Every wake-up of the sensor daemon (5 s); the tick itself keeps ml_analyze's
+    # poll_interval_seconds (ML_POLL_INTERVAL_SECONDS).
+    minimum_interval_seconds=1,
     default_status=DefaultSensorStatus.RUNNING,
 )
 def ml_status_sensor(

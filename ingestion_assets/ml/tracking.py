@@ -55,6 +55,7 @@ class TrackerState:
     """The status sensor's cursor: where it is in the event log, and the jobs it follows."""
 
     after_storage_id: int = 0
+    ticked_at: float = 0.0  # the last tick that polled: the next waits a poll interval
     jobs: dict[str, TrackedJob] = field(default_factory=dict)
     backoff_until: float = 0.0
     unreachable_ticks: int = 0

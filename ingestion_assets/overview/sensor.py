@@ -34,18 +34,17 @@ from dagster import (
     sensor,
 )
 
-from ..maintenance import SYNC_INTERVAL_HOURS
 from ..ml.assets import ml_analysis_result
 from ..ml.events import ML_RESULT
-from ..ml.sensors import POLL_INTERVAL_S
 from ..partitions import SUPPLIERS
+from ..resources import MasterSheetResource
 from ..status import RAW, SupplierStatus, all_statuses, supplier_status
 from .screen import Row, markdown, phase_counts, rows, table_value
 
 OVERVIEW = AssetKey("supplier_overview")
 REGISTRY = AssetKey("supplier_registry")
 FRESH_CHECK = "analyses_fresh"
-STALE_AFTER_S = 2 * SYNC_INTERVAL_HOURS * 3600  # two sync intervals
+INTERVAL_S = 4  # a look every wake-up of the sensor daemon (5 s)
 REFRESH_S = 300  # freshness changes with time alone: read everyone again at least this often
 MAX_TOUCHED = 500  # more events than this since the last look: read everyone
 RUN_SLACK_S = 5  # runs updated this long before the last look are read again (clock races)
@@ -63,13 +62,22 @@ supplier_overview = AssetSpec(
     description=(
         "Every supplier in one table: phase, progress, file, items, matched / review, errors, "
         "attempts, last change, its latest run and the reason for a failure or warning. Kept "
-        "current by the supplier_overview_sensor (within a poll interval of a change)."
+        "current by the supplier_overview_sensor (within seconds of a change; every 15 s "
+        "while a sync changes many suppliers at once)."
     ),
 )
 
 
+def stale_after_s(master_sheet: MasterSheetResource) -> float:
+    """An analysis older than two sync intervals is stale."""
+    return 2 * master_sheet.sync_interval_hours * 3600
+
+
 def overview_rows(
-    instance: DagsterInstance, now: float, statuses: list[SupplierStatus] | None = None
+    instance: DagsterInstance,
+    now: float,
+    stale_after: float,
+    statuses: list[SupplierStatus] | None = None,
 ) -> list[Row]:
     names: dict[str, str] = {}
     inactive: set[str] = set()
@@ -82,7 +90,7 @@ def overview_rows(
         inactive = set(_json(metadata, "supplier_keys", [])) - active
     if statuses is None:
         statuses = all_statuses(instance)
-    return rows(statuses, names, inactive, now, STALE_AFTER_S)
+    return rows(statuses, names, inactive, now, stale_after)
 
 
 def touched_suppliers(instance: DagsterInstance, after_id: int, since: float) -> set[str] | None:
@@ -174,15 +182,19 @@ def _stale_description(stale: list[Row]) -> str:
 
 
 @sensor(
-    minimum_interval_seconds=max(1, POLL_INTERVAL_S - 1),
+    minimum_interval_seconds=INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
 )
-def supplier_overview_sensor(context: SensorEvaluationContext) -> SensorResult:
+def supplier_overview_sensor(
+    context: SensorEvaluationContext, master_sheet: MasterSheetResource
+) -> SensorResult:
     """Keeps the supplier_overview table and the analyses_fresh check current."""
-    return evaluate(context.instance, context.cursor, time.time())
+    return evaluate(context.instance, context.cursor, time.time(), stale_after_s(master_sheet))
 
 
-def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> SensorResult:
+def evaluate(
+    instance: DagsterInstance, cursor_text: str | None, now: float, stale_after: float
+) -> SensorResult:
     cursor = json.loads(cursor_text) if cursor_text else {}
     newest = instance.event_log_storage.get_maximum_record_id() or 0
     if newest == cursor.get("newest") and now - cursor.get("full_at", 0) < REFRESH_S:
@@ -194,7 +206,7 @@ def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> 
         )
     full = not cursor.get("statuses") or now - cursor.get("full_at", 0) >= REFRESH_S
     statuses, reread = current_statuses(instance, cursor, now)
-    table = overview_rows(instance, now, statuses)
+    table = overview_rows(instance, now, stale_after, statuses)
     event = overview_event(table)
     digest = hashlib.md5(
         str(event.metadata["suppliers, with links"].value).encode(), usedforsecurity=False
@@ -222,11 +234,13 @@ def evaluate(instance: DagsterInstance, cursor_text: str | None, now: float) -> 
 
 
 @asset_check(asset=ml_analysis_result, name=FRESH_CHECK)
-def analyses_fresh(context: AssetCheckExecutionContext) -> AssetCheckResult:
+def analyses_fresh(
+    context: AssetCheckExecutionContext, master_sheet: MasterSheetResource
+) -> AssetCheckResult:
     """Warns when an active supplier's last successful analysis is older than two sync
     intervals, naming each with its phase and reason. The overview sensor reports it as that
     changes; running it by hand re-reads the event log."""
-    table = overview_rows(context.instance, time.time())
+    table = overview_rows(context.instance, time.time(), stale_after_s(master_sheet))
     evaluation = freshness_evaluation(table)
     return AssetCheckResult(
         passed=evaluation.passed,

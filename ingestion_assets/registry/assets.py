@@ -11,7 +11,7 @@ from dagster import (
     asset,
 )
 
-from ..failures import failure
+from ..failures import step_failure
 from ..fetching.errors import FetchError
 from ..fetching.redact import redact_url
 from ..markdown import md_table
@@ -39,14 +39,11 @@ def supplier_registry(
         )
     except FetchError as exc:
         # A sheet that may heal is retried by this step (MASTER_SHEET_RETRY), then the next sync.
-        raise failure(
-            context,
-            f"Master sheet {source}: {exc}",
-            retryable=exc.retryable,
-            retried_elsewhere=True,
+        raise step_failure(
+            context, exc, f"Master sheet {source}: {exc}", retried_elsewhere=True
         ) from exc
     except MasterSheetError as exc:
-        raise failure(context, f"Master sheet {source}: {exc}", retryable=False) from exc
+        raise step_failure(context, exc, f"Master sheet {source}: {exc}") from exc
 
     for problem in registry.problems:
         context.log.warning(

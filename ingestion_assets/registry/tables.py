@@ -7,9 +7,12 @@ import datetime as dt
 import io
 from pathlib import Path
 
+from ..errors import CourierError
 
-class MasterSheetError(Exception):
-    """The master sheet as a whole cannot be used (unreadable, no such worksheet, columns missing)."""
+
+class MasterSheetError(CourierError):
+    """The master sheet as a whole cannot be used (unreadable, no such worksheet, columns
+    missing): it will not heal until someone edits it."""
 
 
 def decode_text(data: bytes) -> str:

@@ -1,0 +1,35 @@
+"""Settings reach the code location through its resources: the schedule's interval too."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ingestion_assets.overview.sensor import stale_after_s
+from ingestion_assets.resources import MasterSheetResource
+
+
+@pytest.mark.parametrize(("hours", "cron"), [(None, "0 */8 * * *"), ("6", "0 */6 * * *")])
+def test_the_master_sync_runs_every_sync_interval_hours(hours: str | None, cron: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SYNC_INTERVAL_HOURS"}
+    if hours is not None:
+        env["SYNC_INTERVAL_HOURS"] = hours
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ingestion_assets.definitions import defs\n"
+            "print(defs.resolve_schedule_def('master_sync_schedule').cron_schedule)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert shown == cron
+
+
+def test_an_analysis_is_stale_after_two_sync_intervals() -> None:
+    assert stale_after_s(MasterSheetResource()) == 16 * 3600
+    assert stale_after_s(MasterSheetResource(sync_interval_hours=6)) == 12 * 3600
