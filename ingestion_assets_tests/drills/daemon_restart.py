@@ -113,7 +113,10 @@ def run(ctx, result: Result) -> None:
 
 def _run(ctx, result: Result, server) -> None:
     keys, rows = serve_suppliers(
-        server, "Crash", SUPPLIERS, lambda i: slow_body(price_list(i, ROWS), pieces=DRIP_S, delay=1.0)
+        server,
+        "Crash",
+        SUPPLIERS,
+        lambda i: slow_body(price_list(i, ROWS), pieces=DRIP_S, delay=1.0),
     )
     master = server.route("/master.csv", loopback.file_body(master_sheet(rows), "text/csv"))
 
