@@ -14,12 +14,12 @@ _UNSAFE = re.compile(r"[^\w.()+-]+")
 def display_safe(text: str) -> str:
     """Text that shows as what it is: no control, format (right-to-left override, zero-width)
     or unassigned characters; line breaks and tabs become spaces."""
-    text = unicodedata.normalize("NFC", text)
-    return "".join(
+    kept = "".join(
         " " if ch in "\t\n\r" else ch
         for ch in text
         if ch in "\t\n\r" or unicodedata.category(ch)[0] != "C"
     )
+    return unicodedata.normalize("NFC", kept)
 
 
 def sanitize_filename(raw: str, extension: str) -> str:
@@ -28,9 +28,11 @@ def sanitize_filename(raw: str, extension: str) -> str:
     The result has no directory part, does not start with a dot, fits in MAX_NAME_BYTES
     of UTF-8 and ends with `extension` (the type the bytes really are).
     """
-    name = unicodedata.normalize("NFC", raw or "")
+    # Control and format characters go before NFC: removing one (a zero-width space between
+    # two jamo) may join what NFC composes, and a second pass would then change the name.
+    name = "".join(ch for ch in raw or "" if unicodedata.category(ch)[0] != "C")
+    name = unicodedata.normalize("NFC", name)
     name = re.split(r"[/\\]", name)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = _UNSAFE.sub("_", name).strip("._ ")
     stem = name[: -len(extension)] if name.lower().endswith(extension) else name
     stem = stem.rstrip("._ ") or "price-list"
