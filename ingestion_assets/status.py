@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 from dagster import (
     AssetKey,
@@ -30,10 +32,27 @@ IN_PROGRESS = {
 RAW = AssetKey("raw_download")
 
 
+class Phase(StrEnum):
+    """Where a supplier stands, as `make status` and the overview show it."""
+
+    NEVER_SYNCED = "never synced"
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"  # handed off; no ML step has run since
+    WAITING = "waiting for ml-analyze"
+    ANALYZING = "analyzing"
+    COMPLETE = "complete"
+    COMPLETE_WITH_WARNINGS = "completed with warnings"
+    ML_OFF = "ML off"
+    FAILED = "failed"
+
+
+WORKING = frozenset({Phase.DOWNLOADING, Phase.ANALYZING, Phase.WAITING})
+
+
 @dataclass
 class SupplierStatus:
     key: str
-    phase: str
+    phase: Phase
     size: int | None = None
     md5: str | None = None
     items: int | None = None
@@ -48,6 +67,11 @@ class SupplierStatus:
     analysed_at: float | None = None  # the last completed analysis, of whichever file
     run_id: str | None = None  # the supplier's latest run
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SupplierStatus:
+        """Back from JSON (the overview's cursor)."""
+        return cls(**{**data, "phase": Phase(data["phase"])})
+
 
 def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
     raws = instance.fetch_materializations(
@@ -58,7 +82,7 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
     ml_phase, ml_record = ml
     runs = instance.get_run_records(RunsFilter(tags={"dagster/partition": key}), limit=1)
     run = runs[0] if runs else None
-    status = SupplierStatus(key, "never synced")
+    status = SupplierStatus(key, Phase.NEVER_SYNCED)
     if download is not None and download.asset_materialization is not None:
         metadata = download.asset_materialization.metadata
         status.size, status.md5 = whole(metadata, "size_bytes"), text(metadata, "checksum_md5")
@@ -93,25 +117,28 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
         or (latest is not None and latest.run_id == run.dagster_run.run_id)
     )
     if run and run.dagster_run.status in IN_PROGRESS and run_is_newest:
-        status.phase = "downloading"
+        status.phase = Phase.DOWNLOADING
         status.detail = _download_progress(instance, key, run.dagster_run.run_id) or (
             f"run {run.dagster_run.run_id[:8]} {run.dagster_run.status.value.lower()}"
         )
     elif run and run.dagster_run.status == DagsterRunStatus.FAILURE and run_is_newest:
-        status.phase, status.detail = "failed", _failure_reason(instance, run.dagster_run.run_id)
+        status.phase, status.detail = (
+            Phase.FAILED,
+            _failure_reason(instance, run.dagster_run.run_id),
+        )
         status.updated = run.update_timestamp.timestamp()
     elif ml_phase in OUTSTANDING:
-        status.phase = "analyzing"
+        status.phase = Phase.ANALYZING
     elif ml_phase == MLPhase.COMPLETED:
-        status.phase = "completed with warnings" if status.errors else "complete"
+        status.phase = Phase.COMPLETE_WITH_WARNINGS if status.errors else Phase.COMPLETE
     elif ml_phase == MLPhase.FAILED:
-        status.phase = "failed"
+        status.phase = Phase.FAILED
     elif ml_phase == MLPhase.ML_OFF:
-        status.phase = "ML off"
+        status.phase = Phase.ML_OFF
     elif ml_phase == MLPhase.WAITING:
-        status.phase = "waiting for ml-analyze"
+        status.phase = Phase.WAITING
     elif download:
-        status.phase = "downloaded"
+        status.phase = Phase.DOWNLOADED
     return status
 
 
@@ -124,9 +151,6 @@ def _download_progress(instance: DagsterInstance, key: str, run_id: str) -> str 
         observation = latest[0].asset_observation
         return observation.description if observation else None
     return None
-
-
-WORKING = ("downloading", "analyzing", "waiting for ml-analyze")
 
 
 def busy(instance: DagsterInstance, key: str) -> bool:

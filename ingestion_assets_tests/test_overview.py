@@ -22,7 +22,7 @@ from ingestion_assets.overview.sensor import (
 )
 from ingestion_assets.partitions import suppliers
 from ingestion_assets.resources import MasterSheetResource
-from ingestion_assets.status import SupplierStatus
+from ingestion_assets.status import Phase, SupplierStatus
 
 from . import loopback
 from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
@@ -42,7 +42,7 @@ def test_each_phase_reads_at_a_glance_with_its_reason_in_full() -> None:
     statuses = [
         SupplierStatus(
             "done",
-            "complete",
+            Phase.COMPLETE,
             size=2048,
             items=12,
             matched=10,
@@ -55,12 +55,12 @@ def test_each_phase_reads_at_a_glance_with_its_reason_in_full() -> None:
             run_id="abcdef0123456789",
         ),
         SupplierStatus(
-            "busy", "analyzing", progress=40, analysed_at=NOW - 2 * HOUR, updated=NOW - 60
+            "busy", Phase.ANALYZING, progress=40, analysed_at=NOW - 2 * HOUR, updated=NOW - 60
         ),
-        SupplierStatus("first", "analyzing", progress=5, updated=NOW - 60),
-        SupplierStatus("gone", "failed", detail=LONG_REASON, updated=NOW - 60),
+        SupplierStatus("first", Phase.ANALYZING, progress=5, updated=NOW - 60),
+        SupplierStatus("gone", Phase.FAILED, detail=LONG_REASON, updated=NOW - 60),
         SupplierStatus(
-            "paused", "complete", updated=NOW - 100 * HOUR, analysed_at=NOW - 100 * HOUR
+            "paused", Phase.COMPLETE, updated=NOW - 100 * HOUR, analysed_at=NOW - 100 * HOUR
         ),
     ]
     table = rows(statuses, {"done": "Done Ltd"}, {"paused", "never-seen"}, NOW, 16 * HOUR)
@@ -99,13 +99,13 @@ def test_each_phase_reads_at_a_glance_with_its_reason_in_full() -> None:
 def test_a_supplier_whose_last_analysis_is_older_than_two_sync_intervals_is_flagged() -> None:
     old = SupplierStatus(
         "old",
-        "failed",
+        Phase.FAILED,
         detail="ml-analyze reported the job failed",
         analysed_at=NOW - 20 * HOUR,
         updated=NOW - HOUR,
     )
-    never = SupplierStatus("never", "failed", detail="HTTP 404", updated=NOW - 17 * HOUR)
-    recent = SupplierStatus("recent", "complete", analysed_at=NOW - 15 * HOUR)
+    never = SupplierStatus("never", Phase.FAILED, detail="HTTP 404", updated=NOW - 17 * HOUR)
+    recent = SupplierStatus("recent", Phase.COMPLETE, analysed_at=NOW - 15 * HOUR)
     table = rows([old, never, recent], {}, set(), NOW, 16 * HOUR)
     stale = {row.status.key: row.stale for row in table}
     assert stale["recent"] is None

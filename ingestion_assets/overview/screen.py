@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from dagster import MetadataValue, TableColumn, TableMetadataValue, TableRecord, TableSchema
 
-from ..status import SupplierStatus
+from ..status import Phase, SupplierStatus
 
 INACTIVE = "inactive"
 
@@ -38,7 +38,7 @@ def rows(
     """Every supplier: those with a partition, and those the sheet marks inactive."""
     by_key = {s.key: s for s in statuses}
     for key in inactive - by_key.keys():
-        by_key[key] = SupplierStatus(key, "never synced")
+        by_key[key] = SupplierStatus(key, Phase.NEVER_SYNCED)
     return [
         _row(by_key[key], names.get(key, key), key in inactive, now, stale_after_s)
         for key in sorted(by_key)
@@ -48,15 +48,16 @@ def rows(
 def _row(
     status: SupplierStatus, name: str, inactive: bool, now: float, stale_after_s: float
 ) -> Row:
-    phase, reason = status.phase, status.detail
+    phase: str = status.phase
+    reason = status.detail
     if inactive:
         phase = INACTIVE
         reason = "marked inactive in the master sheet: not synced"
-    elif phase == "analyzing":
+    elif phase == Phase.ANALYZING:
         phase = "analyzing a new file" if status.analysed_at else "analyzing"
         if status.progress is not None:
             phase += f": {status.progress} %"
-    elif phase in ("complete", "ML off", "never synced"):
+    elif phase in (Phase.COMPLETE, Phase.ML_OFF, Phase.NEVER_SYNCED):
         reason = ""  # nothing to explain
     return Row(status, name, phase, reason, _stale(status, phase, now, stale_after_s))
 
@@ -64,7 +65,7 @@ def _row(
 def _stale(status: SupplierStatus, phase: str, now: float, stale_after_s: float) -> str | None:
     """Not fresh: the last successful analysis (or, never analysed, the last change) is older
     than `stale_after_s`. Inactive and ML-off suppliers are never analysed: never stale."""
-    if phase in (INACTIVE, "ML off", "never synced"):
+    if phase in (INACTIVE, Phase.ML_OFF, Phase.NEVER_SYNCED):
         return None
     since = status.analysed_at or status.updated
     if since is None or now - since <= stale_after_s:

@@ -123,7 +123,7 @@ def current_statuses(
     """Every supplier's status: those the cursor holds, re-read where something happened; and
     how many were re-read because something happened (0 when everyone was read)."""
     keys = instance.get_dynamic_partitions(SUPPLIERS)
-    held = {s["key"]: SupplierStatus(**s) for s in cursor.get("statuses", [])}
+    held = {s["key"]: SupplierStatus.from_dict(s) for s in cursor.get("statuses", [])}
     touched = (
         touched_suppliers(instance, cursor["newest"], cursor["at"])
         if held and now - cursor.get("full_at", 0) < REFRESH_S
