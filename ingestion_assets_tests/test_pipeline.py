@@ -398,3 +398,13 @@ def test_an_error_nobody_foresaw_still_names_the_supplier_first(instance, sheet)
             f"Supplier 'Альфа Инструмент' (alfa-instrument): {step.op.name} failed unexpectedly: "
         )
         assert cause in message
+
+
+def test_a_source_retry_cursor_of_the_previous_version_still_retries(instance):
+    """Cursors written before the due entries named their partition: the next tick reads
+    them and asks for the run all the same."""
+    old = {"after": 0, "due": {"flaky": {"at": 0, "attempt": 2, "storage_id": 7, "one_off": None}}}
+    result = retry_tick(instance, json.dumps(old))
+    [run] = result.run_requests
+    assert run.partition_key == "flaky" and run.run_key == "source-retry-7"
+    assert run.tags["courier/fetch_attempt"] == "2"

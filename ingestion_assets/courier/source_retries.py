@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from dagster import (
@@ -17,12 +18,14 @@ from dagster import (
     AssetObservation,
     AssetRecordsFilter,
     DefaultSensorStatus,
+    EventLogRecord,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
     sensor,
 )
 
+from ..event_metadata import number, text, whole
 from ..jobs import supplier_sync_job
 
 RAW = AssetKey("raw_download")
@@ -57,13 +60,45 @@ def source_down_observation(
     )
 
 
+@dataclass(frozen=True)
+class DueRetry:
+    """A source_down observation with an attempt left: the next fetch, and when."""
+
+    partition: str
+    at: float
+    attempt: int  # the attempt to make
+    storage_id: int  # of the observation: a raw_download materialized after it supersedes it
+    one_off: str | None  # the run's one-off source (JSON), if it had one
+
+    @classmethod
+    def from_record(cls, record: EventLogRecord) -> DueRetry | None:
+        observation = record.asset_observation
+        if observation is None or observation.partition is None:
+            return None
+        meta = observation.metadata
+        retry_at, attempt = number(meta, "retry_at"), whole(meta, "fetch_attempt")
+        if text(meta, "phase") != SOURCE_DOWN or retry_at is None or attempt is None:
+            return None
+        return cls(
+            observation.partition,
+            retry_at,
+            attempt + 1,
+            record.storage_id,
+            text(meta, "one_off_source"),
+        )
+
+
 @sensor(
     job=supplier_sync_job, minimum_interval_seconds=10, default_status=DefaultSensorStatus.RUNNING
 )
 def source_retry_sensor(context: SensorEvaluationContext) -> SensorResult:
     """Fetches again, when due, the suppliers whose source was down."""
     cursor = json.loads(context.cursor) if context.cursor else {}
-    after, due = int(cursor.get("after", 0)), dict(cursor.get("due", {}))
+    after = int(cursor.get("after", 0))
+    # (cursors written before DueRetry held the same fields but the partition)
+    due = {
+        key: DueRetry(**{**entry, "partition": key}) for key, entry in cursor.get("due", {}).items()
+    }
     records = context.instance.fetch_observations(
         AssetRecordsFilter(asset_key=RAW, after_storage_id=after or None),
         limit=MAX_EVENTS_PER_TICK,
@@ -71,39 +106,33 @@ def source_retry_sensor(context: SensorEvaluationContext) -> SensorResult:
     ).records
     for record in records:
         after = record.storage_id
-        observation = record.asset_observation
-        if observation is None or observation.partition is None:
-            continue
-        meta: dict[str, Any] = {k: v.value for k, v in observation.metadata.items()}
-        if meta.get("phase") == SOURCE_DOWN and "retry_at" in meta:
-            due[observation.partition] = {
-                "at": float(meta["retry_at"]),
-                "attempt": int(meta["fetch_attempt"]) + 1,
-                "storage_id": record.storage_id,
-                "one_off": meta.get("one_off_source"),
-            }
+        retry = DueRetry.from_record(record)
+        if retry is not None:
+            due[retry.partition] = retry
     runs: list[RunRequest] = []
     now = time.time()
-    for partition, entry in list(due.items()):
-        if entry["at"] > now:
+    for partition, retry in list(due.items()):
+        if retry.at > now:
             continue
         del due[partition]
         latest = context.instance.fetch_materializations(
             AssetRecordsFilter(asset_key=RAW, asset_partitions=[partition]), limit=1
         ).records
-        if latest and latest[0].storage_id > entry["storage_id"]:
+        if latest and latest[0].storage_id > retry.storage_id:
             continue  # fetched since (a later sync, a click): nothing to retry
-        one_off = json.loads(entry["one_off"]) if entry["one_off"] else None
+        one_off = json.loads(retry.one_off) if retry.one_off else None
         runs.append(
             RunRequest(
                 partition_key=partition,
-                run_key=f"source-retry-{entry['storage_id']}",
+                run_key=f"source-retry-{retry.storage_id}",
                 run_config={"ops": {"raw_download": {"config": one_off}}} if one_off else {},
-                tags={FETCH_ATTEMPT_TAG: str(entry["attempt"]), "courier/trigger": "source_retry"},
+                tags={FETCH_ATTEMPT_TAG: str(retry.attempt), "courier/trigger": "source_retry"},
             )
         )
     return SensorResult(
         run_requests=runs,
         skip_reason=None if runs else f"{len(due)} source retries pending",
-        cursor=json.dumps({"after": after, "due": due}),
+        cursor=json.dumps(
+            {"after": after, "due": {key: asdict(retry) for key, retry in due.items()}}
+        ),
     )
