@@ -13,11 +13,9 @@ from .ml.sensors import ml_status_sensor
 from .overview.sensor import analyses_fresh, supplier_overview, supplier_overview_sensor
 from .registry.assets import supplier_registry
 from .registry.sensors import initial_master_sync_sensor, supplier_partitions_sensor
-from .resources import MasterSheetResource, configured, resources_from_env
+from .resources import configured, resources_from_env
 
 resources = resources_from_env()
-master_sheet = resources["master_sheet"]
-assert isinstance(master_sheet, MasterSheetResource)
 
 defs = Definitions(
     assets=[
@@ -39,7 +37,7 @@ defs = Definitions(
         supplier_overview_sensor,
     ],
     schedules=[
-        master_sync_schedule(configured(master_sheet.sync_interval_hours)),
+        master_sync_schedule(configured(resources["master_sheet"].sync_interval_hours)),
         cleanup_schedule,
     ],
     resources=resources,

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from dagster import ConfigurableResource, EnvVar
 from dagster._config.field_utils import IntEnvVar  # what EnvVar.int returns; not exported
@@ -166,7 +166,15 @@ def _configured(resource_cls: type[Resource], **fields: object) -> Resource:
     return resource_cls(**{k: v for k, v in fields.items() if v is not None})
 
 
-def resources_from_env() -> dict[str, ConfigurableResource[Any]]:
+class CourierResources(TypedDict):
+    master_sheet: MasterSheetResource
+    fetch: FetchResource
+    shared_volume: SharedVolumeResource
+    ml_analyze: MLAnalyzeResource
+    catalogue: CatalogueResource
+
+
+def resources_from_env() -> CourierResources:
     return {
         "master_sheet": _configured(
             MasterSheetResource,
