@@ -208,7 +208,7 @@ class MLAnalyzeClient:
             body["priority_sheet"] = priority_sheet
         if metadata:
             body["metadata"] = metadata
-        return _parse(Submission, self._request("POST", "/analyze/file", json=body))
+        return _parse(Submission, self._request("POST", "/analyze/file", body=body))
 
     def status(self, job_id: str, *, retry: bool = True) -> JobStatus:
         """Raises JobNotFound on 404. `retry=False` makes one attempt (the sensor's polling)."""
@@ -232,7 +232,7 @@ class MLAnalyzeClient:
         *,
         retry: bool = True,
         not_found_ok: bool = False,
-        json: object = None,
+        body: object = None,
     ) -> Answer:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(1 + (self.retries if retry else 0)),
@@ -241,9 +241,9 @@ class MLAnalyzeClient:
             sleep=self._sleep,
             reraise=True,
         )
-        return retrying(self._attempt, method, path, not_found_ok, json)
+        return retrying(self._attempt, method, path, not_found_ok, body)
 
-    def _attempt(self, method: str, path: str, not_found_ok: bool, json: object) -> Answer:
+    def _attempt(self, method: str, path: str, not_found_ok: bool, body: object) -> Answer:
         """One request: the answer, or the error it means (MLAnalyzeUnavailable: worth again)."""
         if self._http is None:
             raise RuntimeError("the ml-analyze client is closed")
@@ -251,7 +251,7 @@ class MLAnalyzeClient:
             raw = self._http.request(
                 method,
                 self.base_url + path,
-                json=json,
+                json=body,  # a JSON body when given (a submission)
                 redirect=False,
                 preload_content=True,
             )
