@@ -16,6 +16,8 @@ from .registry.sensors import initial_master_sync_sensor, supplier_partitions_se
 from .resources import configured, resources_from_env
 
 resources = resources_from_env()
+sync_hours = configured(resources["master_sheet"].sync_interval_hours)
+master_sync_schedules = [master_sync_schedule(sync_hours)] if sync_hours > 0 else []
 
 defs = Definitions(
     assets=[
@@ -36,10 +38,7 @@ defs = Definitions(
         inbox_sensor,
         supplier_overview_sensor,
     ],
-    schedules=[
-        master_sync_schedule(configured(resources["master_sheet"].sync_interval_hours)),
-        cleanup_schedule,
-    ],
+    schedules=[cleanup_schedule, *master_sync_schedules],
     resources=resources,
     # Every job is a chain of light I/O steps: one process per run, not one per step
     # (a third of the start-up cost; step retries and re-execution from failure work the same).

@@ -29,7 +29,9 @@ class MasterSheetResource(ConfigurableResource["MasterSheetResource"]):
 
     url: str = str(DEV_DATA / "demo" / "master_sheet.csv")
     worksheet: str = "Suppliers"
-    sync_interval_hours: int = 8  # the master sync's schedule; analyses older than two are stale
+    # The master sync's schedule; analyses older than two intervals are stale. 0: no schedule
+    # (syncs are started by hand or from outside), and nothing is flagged stale.
+    sync_interval_hours: int = 8
 
 
 class FetchResource(ConfigurableResource["FetchResource"]):

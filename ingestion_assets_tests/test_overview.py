@@ -114,6 +114,9 @@ def test_a_supplier_whose_last_analysis_is_older_than_two_sync_intervals_is_flag
     )
     assert stale["never"] == "not fresh: never analysed (older than 16 h)"
     assert "⚠ not fresh" in markdown(table)
+    # No schedule (SYNC_INTERVAL_HOURS=0): nothing is expected to be fresh.
+    unscheduled = rows([old, never, recent], {}, set(), NOW, None)
+    assert all(row.stale is None for row in unscheduled)
 
 
 def tick(instance, cursor=None):

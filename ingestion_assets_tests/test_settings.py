@@ -30,6 +30,24 @@ def test_the_master_sync_runs_every_sync_interval_hours(hours: str | None, cron:
     assert shown == cron
 
 
+def test_sync_interval_hours_0_means_no_schedule() -> None:
+    env = {**os.environ, "SYNC_INTERVAL_HOURS": "0"}
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ingestion_assets.definitions import defs\n"
+            "print(sorted(s.name for s in defs.schedules))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert shown == "['shared_file_cleanup_schedule']"
+
+
 def test_an_analysis_is_stale_after_two_sync_intervals() -> None:
     assert stale_after_s(MasterSheetResource()) == 16 * 3600
     assert stale_after_s(MasterSheetResource(sync_interval_hours=6)) == 12 * 3600
+    assert stale_after_s(MasterSheetResource(sync_interval_hours=0)) is None  # no schedule

@@ -33,7 +33,7 @@ def rows(
     names: Mapping[str, str],
     inactive: set[str],
     now: float,
-    stale_after_s: float,
+    stale_after_s: float | None,
 ) -> list[Row]:
     """Every supplier: those with a partition, and those the sheet marks inactive."""
     by_key = {s.key: s for s in statuses}
@@ -46,7 +46,7 @@ def rows(
 
 
 def _row(
-    status: SupplierStatus, name: str, inactive: bool, now: float, stale_after_s: float
+    status: SupplierStatus, name: str, inactive: bool, now: float, stale_after_s: float | None
 ) -> Row:
     phase: str = status.phase
     reason = status.detail
@@ -62,10 +62,12 @@ def _row(
     return Row(status, name, phase, reason, _stale(status, phase, now, stale_after_s))
 
 
-def _stale(status: SupplierStatus, phase: str, now: float, stale_after_s: float) -> str | None:
+def _stale(
+    status: SupplierStatus, phase: str, now: float, stale_after_s: float | None
+) -> str | None:
     """Not fresh: the last successful analysis (or, never analysed, the last change) is older
     than `stale_after_s`. Inactive and ML-off suppliers are never analysed: never stale."""
-    if phase in (INACTIVE, Phase.ML_OFF, Phase.NEVER_SYNCED):
+    if stale_after_s is None or phase in (INACTIVE, Phase.ML_OFF, Phase.NEVER_SYNCED):
         return None
     since = status.analysed_at or status.updated
     if since is None or now - since <= stale_after_s:

@@ -68,15 +68,16 @@ supplier_overview = AssetSpec(
 )
 
 
-def stale_after_s(master_sheet: MasterSheetResource) -> float:
-    """An analysis older than two sync intervals is stale."""
-    return 2 * master_sheet.sync_interval_hours * 3600
+def stale_after_s(master_sheet: MasterSheetResource) -> float | None:
+    """An analysis older than two sync intervals is stale; without a schedule, none is."""
+    hours = master_sheet.sync_interval_hours
+    return 2 * hours * 3600 if hours > 0 else None
 
 
 def overview_rows(
     instance: DagsterInstance,
     now: float,
-    stale_after: float,
+    stale_after: float | None,
     statuses: list[SupplierStatus] | None = None,
 ) -> list[Row]:
     names: dict[str, str] = {}
@@ -193,7 +194,7 @@ def supplier_overview_sensor(
 
 
 def evaluate(
-    instance: DagsterInstance, cursor_text: str | None, now: float, stale_after: float
+    instance: DagsterInstance, cursor_text: str | None, now: float, stale_after: float | None
 ) -> SensorResult:
     cursor = json.loads(cursor_text) if cursor_text else {}
     newest = instance.event_log_storage.get_maximum_record_id() or 0

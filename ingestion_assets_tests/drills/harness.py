@@ -299,6 +299,9 @@ class Courier:
             "SHARED_UPLOADS_DIR": str(self.shared),
             "ML_ANALYZE_URL": ml_url,
             "ML_POLL_INTERVAL_SECONDS": "2",
+            # No master sync schedule: a drill that crosses 00:00, 08:00 or 16:00 UTC would
+            # otherwise sync every supplier a second time (seen in ml-outage at 08:00).
+            "SYNC_INTERVAL_HOURS": "0",
             **(extra_env or {}),
         }
         self.env.pop("INBOX_DIR", None)
