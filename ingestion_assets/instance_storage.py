@@ -12,7 +12,7 @@ opened on demand and closed after use, so a busy daemon never waits for the pool
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self, TypedDict
+from typing import Any, Self, TypedDict, TypeVar
 
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster_postgres.auth import PgTokenProvider
@@ -54,59 +54,40 @@ def _pooled_engine(postgres_url: str, token_provider: PgTokenProvider | None) ->
     return create_pg_engine(postgres_url, token_provider, **POOL_SETTINGS)
 
 
-# Each storage is built as dagster-postgres does (which creates the tables if needed, on its
-# NullPool engine), then a pooled engine is swapped in. The config schema is the base's.
+Storage = TypeVar(
+    "Storage", bound=PostgresRunStorage | PostgresEventLogStorage | PostgresScheduleStorage
+)
+
+
+def _pooled(storage: Storage, args: _StorageArgs) -> Storage:
+    """The storage as dagster-postgres builds it (creating its tables if needed, on its own
+    NullPool engine), with a pooled engine swapped in. The config schema stays the base's."""
+    storage._engine = _pooled_engine(args["postgres_url"], args["token_provider"])
+    return storage
 
 
 class PooledPostgresRunStorage(PostgresRunStorage):
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: ConfigurableClassData | None = None,
-        token_provider: PgTokenProvider | None = None,
-    ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
-        self._engine = _pooled_engine(postgres_url, token_provider)
-
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
-        return cls(inst_data=inst_data, **_args_from_config(config_value))
+        args = _args_from_config(config_value)
+        return _pooled(cls(inst_data=inst_data, **args), args)
 
 
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: ConfigurableClassData | None = None,
-        token_provider: PgTokenProvider | None = None,
-    ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
-        self._engine = _pooled_engine(postgres_url, token_provider)
-
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
-        return cls(inst_data=inst_data, **_args_from_config(config_value))
+        args = _args_from_config(config_value)
+        return _pooled(cls(inst_data=inst_data, **args), args)
 
 
 class PooledPostgresScheduleStorage(PostgresScheduleStorage):
-    def __init__(
-        self,
-        postgres_url: str,
-        should_autocreate_tables: bool = True,
-        inst_data: ConfigurableClassData | None = None,
-        token_provider: PgTokenProvider | None = None,
-    ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
-        self._engine = _pooled_engine(postgres_url, token_provider)
-
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
-        return cls(inst_data=inst_data, **_args_from_config(config_value))
+        args = _args_from_config(config_value)
+        return _pooled(cls(inst_data=inst_data, **args), args)
