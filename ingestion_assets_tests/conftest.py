@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 from pathlib import Path
+from urllib.parse import parse_qs
 
+import gspread
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from dagster import instance_for_test
 from hypothesis import settings
 
@@ -13,7 +18,7 @@ from ingestion_assets.fetching.fetcher import SourceFetcher
 from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
 
-from .loopback import LoopbackServer
+from .loopback import LoopbackServer, send
 
 # Property tests (test_properties.py, test_completeness.py): the same examples on every
 # machine (derandomized, no example database), no per-example deadline (a loaded CI machine
@@ -145,3 +150,61 @@ def catalogue_url(postgres_server) -> str:
         cur.execute(catalogue_schema())
     conn.close()
     return url
+
+
+# --- Google: gspread's real service-account code against the loopback server ----------------
+
+SHEET_ID = "1aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789abcdEF_"  # 44 characters, like Google's
+
+
+@pytest.fixture(scope="module")
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def google(server, tmp_path, rsa_key, monkeypatch):
+    """A service-account file whose token endpoint and Drive API are the loopback server."""
+    pem = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    token_uri = server.url("/token")
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "courier-tests",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "courier@courier-tests.iam.gserviceaccount.com",
+                "client_id": "1234567890",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    token_requests: list[dict] = []
+
+    def token(req):
+        body = req.rfile.read(int(req.headers.get("Content-Length", 0))).decode()
+        token_requests.append(parse_qs(body))
+        send(
+            req,
+            200,
+            json.dumps({"access_token": "t", "expires_in": 3600, "token_type": "Bearer"}).encode(),
+            "application/json",
+        )
+
+    server.route("/token", token)
+    monkeypatch.setattr(gspread.urls, "DRIVE_FILES_API_V3_URL", server.url("/drive/v3/files"))
+
+    class Google:
+        path = str(credentials)
+        export_path = f"/drive/v3/files/{SHEET_ID}/export"
+        sheet_url = f"https://docs.google.com/spreadsheets/d/{SHEET_ID}/edit#gid=0"
+        tokens = token_requests
+        public_key = rsa_key.public_key()
+
+    return Google

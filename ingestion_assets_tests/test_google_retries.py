@@ -4,16 +4,11 @@ real service-account code runs against the loopback server, as in test_google_sh
 
 from __future__ import annotations
 
-import json
 import time
 import types
 from collections.abc import Iterator
-from pathlib import Path
 
-import gspread
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from urllib3.util import retry as urllib3_retry
 
 from ingestion_assets.fetching.errors import PermanentFetchError, TransientFetchError
@@ -26,53 +21,20 @@ from ingestion_assets.fetching.google_sheets import (
 )
 from ingestion_assets.fetching.streaming import FetchLimits
 
-from .loopback import Handler, LoopbackServer, cut_short, file_body, send
+from .conftest import SHEET_ID
+from .loopback import Handler, cut_short, file_body, send
 
-SHEET_ID = "1aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789abcdEF_"
 SHEET_URL = f"https://docs.google.com/spreadsheets/d/{SHEET_ID}/edit#gid=0"
 EXPORT_PATH = f"/drive/v3/files/{SHEET_ID}/export"
 LIMITS = FetchLimits(max_bytes=5 * 1024 * 1024, connect_timeout=2, read_timeout=2, deadline=30)
 BODY = b"PK\x03\x04" + b"\0" * 512  # only the bytes matter here, not the workbook
 
 
-@pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 @pytest.fixture
-def credentials(
-    server: LoopbackServer, tmp_path: Path, rsa_key: rsa.RSAPrivateKey, monkeypatch
-) -> str:
-    """A service-account file whose token endpoint and Drive API are the loopback server."""
-    pem = rsa_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    path = tmp_path / "service-account.json"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "courier-tests",
-                "private_key_id": "k1",
-                "private_key": pem,
-                "client_email": "courier@courier-tests.iam.gserviceaccount.com",
-                "client_id": "1234567890",
-                "token_uri": server.url("/token"),
-            }
-        )
-    )
-
-    def token(req) -> None:
-        req.rfile.read(int(req.headers.get("Content-Length", 0)))
-        answer = {"access_token": "t", "expires_in": 3600, "token_type": "Bearer"}
-        send(req, 200, json.dumps(answer).encode(), "application/json")
-
-    server.route("/token", token)
-    monkeypatch.setattr(gspread.urls, "DRIVE_FILES_API_V3_URL", server.url("/drive/v3/files"))
-    return str(path)
+def credentials(google) -> str:
+    """The service-account file of conftest's `google`: its token endpoint and Drive API are
+    the loopback server."""
+    return str(google.path)
 
 
 def answers(*first: tuple[int, dict[str, str]], then: Handler, arrivals: list[float]) -> Handler:

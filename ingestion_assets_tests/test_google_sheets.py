@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import gspread
 import openpyxl
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from ingestion_assets.fetching.errors import PermanentFetchError, TransientFetchError
 from ingestion_assets.fetching.fetcher import SourceFetcher
@@ -32,7 +32,7 @@ from ingestion_assets.fetching.google_sheets import (
 from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
 
-from .conftest import bytes_received
+from .conftest import SHEET_ID, bytes_received
 from .loopback import (
     Drip,
     cut_short,
@@ -46,7 +46,6 @@ from .loopback import (
     status,
 )
 
-SHEET_ID = "1aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789abcdEF_"  # 44 characters, like Google's
 assert len(SHEET_ID) == 44
 LIMITS = FetchLimits(max_bytes=5 * 1024 * 1024, connect_timeout=2, read_timeout=2, deadline=10)
 
@@ -164,59 +163,6 @@ def test_public_export_is_ssrf_guarded(staging):
 
 
 # --- private sheets: gspread with a service account ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rsa_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture
-def google(server, tmp_path, rsa_key, monkeypatch):
-    """A service-account file whose token endpoint and Drive API are the loopback server."""
-    pem = rsa_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    token_uri = server.url("/token")
-    credentials = tmp_path / "service-account.json"
-    credentials.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "courier-tests",
-                "private_key_id": "k1",
-                "private_key": pem,
-                "client_email": "courier@courier-tests.iam.gserviceaccount.com",
-                "client_id": "1234567890",
-                "token_uri": token_uri,
-            }
-        )
-    )
-    token_requests: list[dict] = []
-
-    def token(req):
-        body = req.rfile.read(int(req.headers.get("Content-Length", 0))).decode()
-        token_requests.append(parse_qs(body))
-        send(
-            req,
-            200,
-            json.dumps({"access_token": "t", "expires_in": 3600, "token_type": "Bearer"}).encode(),
-            "application/json",
-        )
-
-    server.route("/token", token)
-    monkeypatch.setattr(gspread.urls, "DRIVE_FILES_API_V3_URL", server.url("/drive/v3/files"))
-
-    class Google:
-        path = str(credentials)
-        export_path = f"/drive/v3/files/{SHEET_ID}/export"
-        sheet_url = f"https://docs.google.com/spreadsheets/d/{SHEET_ID}/edit#gid=0"
-        tokens = token_requests
-        public_key = rsa_key.public_key()
-
-    return Google
 
 
 def _b64(part: str) -> bytes:
