@@ -7,11 +7,19 @@ connecting (docs/benchmarks.md). These storages are
 dagster-postgres's own, with one kept-open connection per storage and process; more are
 opened on demand and closed after use, so a busy daemon never waits for the pool
 (dagster-io/dagster#20325 and #33935 track a built-in setting for this).
+
+They also remember, per process, what they have seen of the schema. dagster-postgres asks the
+server's catalogue whether a table or column exists before many queries (nine times in one
+supplier's run, and again in every instance the code server builds for a sensor tick), and
+it inspects the tables whenever a storage is built. A table or column that exists stays: a
+schema only grows, by `dagster instance migrate`. A check that came back false is asked
+again, so a migration under a running process is still seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Self, TypedDict, TypeVar
 
 from dagster._serdes.config_class import ConfigurableClassData
@@ -24,7 +32,7 @@ from dagster_postgres.utils import (
     get_token_provider_from_config,
     pg_url_from_config,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 POOL_SETTINGS = {
     "isolation_level": "AUTOCOMMIT",  # as dagster-postgres: every statement commits
@@ -41,11 +49,29 @@ class _StorageArgs(TypedDict):
     token_provider: PgTokenProvider | None
 
 
-def _args_from_config(config_value: Mapping[str, Any]) -> _StorageArgs:
-    """The storage's arguments from its validated config, as dagster-postgres reads them."""
+# Schema facts seen true in this process: (database URL, what). Never logged (the URL may
+# hold a password).
+_schema_seen: set[tuple[str, str]] = set()
+
+
+def _seen(postgres_url: str, what: str, check: Callable[[], bool]) -> bool:
+    """`check()`, asked of the server until it is once true for this database."""
+    if (postgres_url, what) in _schema_seen:
+        return True
+    present = check()
+    if present:
+        _schema_seen.add((postgres_url, what))
+    return present
+
+
+def _args_from_config(storage: type, config_value: Mapping[str, Any]) -> _StorageArgs:
+    """The storage's arguments from its validated config, as dagster-postgres reads them; its
+    tables are not looked for again once this process has built the same storage."""
+    url = pg_url_from_config(config_value)
     return _StorageArgs(
-        postgres_url=pg_url_from_config(config_value),
-        should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+        postgres_url=url,
+        should_autocreate_tables=config_value.get("should_autocreate_tables", True)
+        and (url, f"tables of {storage.__name__}") not in _schema_seen,
         token_provider=get_token_provider_from_config(config_value),
     )
 
@@ -63,6 +89,7 @@ def _pooled(storage: Storage, args: _StorageArgs) -> Storage:
     """The storage as dagster-postgres builds it (creating its tables if needed, on its own
     NullPool engine), with a pooled engine swapped in. The config schema stays the base's."""
     storage._engine = _pooled_engine(args["postgres_url"], args["token_provider"])
+    _schema_seen.add((args["postgres_url"], f"tables of {type(storage).__name__}"))
     return storage
 
 
@@ -71,8 +98,27 @@ class PooledPostgresRunStorage(PostgresRunStorage):
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
-        args = _args_from_config(config_value)
+        args = _args_from_config(cls, config_value)
         return _pooled(cls(inst_data=inst_data, **args), args)
+
+    def has_run_stats_index_cols(self) -> bool:
+        return _seen(self.postgres_url, "runs stats columns", super().has_run_stats_index_cols)
+
+    def has_backfill_id_column(self) -> bool:
+        return _seen(self.postgres_url, "runs.backfill_id", super().has_backfill_id_column)
+
+    def has_bulk_actions_selector_cols(self) -> bool:
+        return _seen(
+            self.postgres_url, "bulk_actions.selector_id", super().has_bulk_actions_selector_cols
+        )
+
+    def has_bulk_action_job_name_column(self) -> bool:
+        return _seen(
+            self.postgres_url, "bulk_actions.job_name", super().has_bulk_action_job_name_column
+        )
+
+    def has_backfill_tags_table(self) -> bool:
+        return _seen(self.postgres_url, "table backfill_tags", super().has_backfill_tags_table)
 
 
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
@@ -80,8 +126,17 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
-        args = _args_from_config(config_value)
+        args = _args_from_config(cls, config_value)
         return _pooled(cls(inst_data=inst_data, **args), args)
+
+    def has_table(self, table_name: str) -> bool:
+        return _seen(
+            self.postgres_url, f"table {table_name}", partial(super().has_table, table_name)
+        )
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        check = partial(super()._has_asset_key_col_on_connection, conn, column_name)
+        return _seen(self.postgres_url, f"asset_keys.{column_name}", check)
 
 
 class PooledPostgresScheduleStorage(PostgresScheduleStorage):
@@ -89,5 +144,5 @@ class PooledPostgresScheduleStorage(PostgresScheduleStorage):
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
-        args = _args_from_config(config_value)
+        args = _args_from_config(cls, config_value)
         return _pooled(cls(inst_data=inst_data, **args), args)

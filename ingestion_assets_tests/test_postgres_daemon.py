@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from ingestion_assets.ml.events import latest_ml_state
 
@@ -62,6 +65,44 @@ def test_the_instance_keeps_a_connection_instead_of_opening_one_per_query(pg_hom
         with engine.connect() as one, engine.connect() as two:
             pids = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (one, two)}
         assert len(pids) == 2
+
+
+@contextmanager
+def catalogue_queries():
+    """The statements any engine of this process sends to PostgreSQL's catalogue meanwhile."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "pg_catalog" in statement or "information_schema" in statement:
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def test_the_schema_is_looked_up_once_per_process_and_a_missing_part_again(pg_home):
+    """dagster-postgres inspects tables and columns before many queries, and whenever a
+    storage is built (the code server builds an instance per sensor tick)."""
+    with DagsterInstance.from_config(str(pg_home)) as instance:
+        storage = instance.event_log_storage
+        with catalogue_queries() as first:
+            assert storage.has_asset_key_index_cols()
+            assert instance.run_storage.has_run_stats_index_cols()
+            assert storage.has_table("event_logs")
+        assert first, "the first look asks the server"
+    with catalogue_queries() as again, DagsterInstance.from_config(str(pg_home)) as instance:
+        assert instance.event_log_storage.has_asset_key_index_cols()
+        assert instance.run_storage.has_run_stats_index_cols()
+        assert instance.event_log_storage.has_table("event_logs")
+        instance.get_runs()
+    assert again == [], "a second instance in the same process looks nothing up"
+    for _ in range(2):
+        with catalogue_queries() as missing:
+            assert not storage.has_asset_key_col("added_by_a_later_migration")
+        assert missing, "a part not found is looked for again"
 
 
 def test_the_pipeline_runs_on_the_postgres_instance(pg_home, server, tmp_path, ml_service):
