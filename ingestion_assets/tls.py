@@ -1,8 +1,8 @@
-"""One TLS context for every httpx client of the process.
+"""One TLS context for every HTTP client of the process (urllib3 pools, aiohttp).
 
-httpx builds a new SSL context, and loads the CA bundle into it, for each client it creates:
-≈20 ms of CPU, once per supplier run (measured in docs/benchmarks.md). The context holds no
-per-connection state, so one serves every client and thread.
+Building an SSL context loads the CA bundle into it: ≈20 ms of CPU, which an HTTP client made
+per download would pay once per supplier run (measured in docs/benchmarks.md). The context
+holds no per-connection state, so one serves every client and thread.
 """
 
 from __future__ import annotations
@@ -15,5 +15,5 @@ import certifi
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """Certificates verified against certifi's bundle, as httpx does by default."""
+    """Certificates verified against certifi's bundle."""
     return ssl.create_default_context(cafile=certifi.where())

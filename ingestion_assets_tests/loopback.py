@@ -1,5 +1,5 @@
 """A real HTTP server on 127.0.0.1 whose routes tests program: files, errors, redirects,
-bodies cut short, endless or slow bodies. No mocks of httpx: the bytes cross a socket."""
+bodies cut short, endless or slow bodies. No mocked client: the bytes cross a socket."""
 
 from __future__ import annotations
 

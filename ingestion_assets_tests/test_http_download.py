@@ -570,7 +570,7 @@ def test_a_redirect_to_ipv6_loopback_is_refused(server, fetcher, staging):
         "http://127.0.0.1:99999/prices.csv",
         "http://xn--/prices.csv",
         "http://" + "a" * 64 + "/x",
-        "http://127.0.0.1:abc/prices.csv",  # httpx itself refuses this Location
+        "http://127.0.0.1:abc/prices.csv",  # no port: refused by the guard, not the client
     ],
 )
 def test_a_redirect_to_an_invalid_url_is_refused_not_a_crash(server, fetcher, staging, location):
@@ -701,7 +701,7 @@ def test_a_large_xlsx_like_binary_goes_through_the_whole_fetcher(server, staging
 
 
 def test_a_gzip_bomb_is_stopped_within_a_piece_of_the_cap(server, staging):
-    """httpx inflates a network read whole (64 KB of zeros → 64 MB); the courier inflates
+    """A client's decoder inflates a network read whole (64 KB of zeros → 64 MB); the courier inflates
     in 1 MB pieces, so the cap stops the bomb within a piece of the limit."""
     url = server.route("/bomb.csv", gzipped(b"0" * (64 * 1024 * 1024)))
 
@@ -732,7 +732,7 @@ def test_a_body_that_is_not_gzip_is_a_worded_failure(server, fetcher, staging):
 
 
 def test_every_client_shares_one_verifying_tls_context():
-    """Built once per process (≈20 ms of CPU each time httpx builds one), and still strict."""
+    """Built once per process (≈20 ms of CPU to build one), and still strict."""
     import ssl
 
     from ingestion_assets.tls import tls_context

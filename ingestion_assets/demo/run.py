@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-import httpx
+import urllib3
 
 from .files import write_demo
 
@@ -131,12 +131,14 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def location_status(client: httpx.Client, ui_url: str) -> str:
+def location_status(http: urllib3.PoolManager, ui_url: str) -> str:
     """LOADED once the code location has loaded; a load error raises StartFailed."""
     try:
-        response = client.post(f"{ui_url}/graphql", json={"query": LOCATION_STATUS}, timeout=5)
+        response = http.request(
+            "POST", f"{ui_url}/graphql", json={"query": LOCATION_STATUS}, timeout=5
+        )
         entries = response.json()["data"]["workspaceOrError"]["locationEntries"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+    except (urllib3.exceptions.HTTPError, ValueError, KeyError, TypeError):
         return "no answer"
     statuses = []
     for entry in entries:
@@ -150,15 +152,15 @@ def location_status(client: httpx.Client, ui_url: str) -> str:
 def wait_until_ready(stack: Stack, urls: dict[str, str], ui_url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = dict(urls)
-    with httpx.Client() as client:
+    with urllib3.PoolManager(retries=False) as http:
         while True:
             if problem := stack.exited():
                 raise StartFailed(problem)
             for name, url in list(pending.items()):
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(url, timeout=2).status_code < 500:
+                with contextlib.suppress(urllib3.exceptions.HTTPError):
+                    if http.request("GET", url, timeout=2).status < 500:
                         del pending[name]
-            if not pending and location_status(client, ui_url) == "LOADED":
+            if not pending and location_status(http, ui_url) == "LOADED":
                 return
             if time.monotonic() > deadline:
                 waiting = ", ".join(sorted(pending)) or "the code location to load"

@@ -1,7 +1,7 @@
 """gzip bodies inflated in bounded pieces.
 
-httpx inflates each network read whole: one 64 KB read of a gzip bomb becomes 64 MB in
-memory before any size check sees it. Inflating with a bounded output per call hands the
+An HTTP client's decoder inflates each network read whole: one 64 KB read of a gzip bomb
+becomes 64 MB in memory before any size check sees it. Inflating with a bounded output per call hands the
 size cap at most one piece past the limit, however well the body compresses.
 """
 
@@ -18,7 +18,7 @@ GZIP_ENCODINGS = ("gzip", "x-gzip")
 
 def gunzip_pieces(raw_chunks: Iterable[bytes], piece: int = PIECE) -> Iterator[bytes]:
     """Inflate a gzip stream, yielding at most `piece` bytes at a time. Bytes after the end
-    of the gzip stream are ignored, as httpx's own decoder ignores them."""
+    of the gzip stream are ignored, as HTTP clients' own decoders ignore them."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     received = False
     try:

@@ -79,7 +79,8 @@ class UrlGuard:
 
 
 def _resolve(host: str, port: int) -> list[IPAddress]:
-    try:
+    try:  # an ACE label that decodes to nothing ('xn--') encodes, but names no host
+        host.encode("idna").decode("idna")
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise TransientFetchError(f"cannot resolve host '{host}': {exc.strerror}") from exc
