@@ -4,9 +4,15 @@ dagster-postgres gives every process but the webserver SQLAlchemy's NullPool: ea
 run writes, each partition lookup, opens a new connection, and the server forks a backend
 for it. A supplier's run opened ≈130 of them, and half its in-process time went to
 connecting (docs/benchmarks.md). These storages are
-dagster-postgres's own, with one kept-open connection per storage and process; more are
-opened on demand and closed after use, so a busy daemon never waits for the pool
-(dagster-io/dagster#20325 and #33935 track a built-in setting for this).
+dagster-postgres's own, with one engine per database and process, keeping one connection
+open; more are opened on demand and closed after use, so a busy daemon never waits for the
+pool (dagster-io/dagster#20325 and #33935 track a built-in setting for this). The code server
+builds an instance for every sensor tick: its storages take the process's engine, and its
+open connection, instead of connecting again.
+
+A connection idle for more than a second is pinged before use (a server restart or an idle
+timeout costs a reconnect, not an error); one used a moment ago is not. SQLAlchemy's
+pre-ping pinged before every query: a supplier's run made ≈100 round trips for it.
 
 They also remember, per process, what they have seen of the schema. dagster-postgres asks the
 server's catalogue whether a table or column exists before many queries (nine times in one
@@ -18,6 +24,8 @@ again, so a migration under a running process is still seen.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Self, TypedDict, TypeVar
@@ -32,15 +40,17 @@ from dagster_postgres.utils import (
     get_token_provider_from_config,
     pg_url_from_config,
 )
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 POOL_SETTINGS = {
     "isolation_level": "AUTOCOMMIT",  # as dagster-postgres: every statement commits
     "pool_size": 1,  # one idle connection per storage and process: runs × 3 stays far below max_connections
     "max_overflow": -1,  # never wait for the pool: extra connections open and close as before
     "pool_recycle": 3600,
-    "pool_pre_ping": True,  # a server restart or an idle timeout costs a reconnect, not an error
 }
+PING_AFTER_IDLE_S = 1.0
 
 
 class _StorageArgs(TypedDict):
@@ -76,8 +86,42 @@ def _args_from_config(storage: type, config_value: Mapping[str, Any]) -> _Storag
     )
 
 
+# One engine per database and process (the pid: a forked child must not share connections).
+_engines: dict[tuple[int, str], Engine] = {}
+
+
 def _pooled_engine(postgres_url: str, token_provider: PgTokenProvider | None) -> Engine:
-    return create_pg_engine(postgres_url, token_provider, **POOL_SETTINGS)
+    if token_provider is not None:  # a token's engine stays the storage's own
+        return _new_engine(postgres_url, token_provider)
+    key = (os.getpid(), postgres_url)
+    if key not in _engines:
+        _engines[key] = _new_engine(postgres_url, None)
+    return _engines[key]
+
+
+def _new_engine(postgres_url: str, token_provider: PgTokenProvider | None) -> Engine:
+    engine = create_pg_engine(postgres_url, token_provider, **POOL_SETTINGS)
+    event.listen(engine, "checkin", _note_idle_since)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+def _note_idle_since(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(
+    dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
+    """A connection back from the pool after a pause answers a ping, or is replaced."""
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_S:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as error:  # the pool discards it and connects again (3 attempts)
+        raise exc.DisconnectionError(f"a pooled connection did not answer: {error}") from error
 
 
 Storage = TypeVar(

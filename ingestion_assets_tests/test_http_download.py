@@ -14,6 +14,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from ingestion_assets.fetching import streaming
 from ingestion_assets.fetching.errors import (
     FetchError,
     PermanentFetchError,
@@ -253,7 +254,12 @@ def test_no_name_anywhere_falls_back_to_a_generic_one(server, fetcher, staging):
     assert fetched.original_filename == "price-list.xlsx"
 
 
-def test_progress_is_reported_with_bytes_so_far_and_total(server, staging):
+@pytest.fixture
+def progress_every_chunk(monkeypatch):
+    monkeypatch.setattr(streaming, "PROGRESS_EVERY_S", 0.0)
+
+
+def test_progress_is_reported_with_bytes_so_far_and_total(server, staging, progress_every_chunk):
     body = os.urandom(3 * 1024 * 1024)
     url = server.route("/data.bin", file_body(body))
     calls: list[tuple[int, int | None]] = []
@@ -273,7 +279,7 @@ def test_progress_is_reported_with_bytes_so_far_and_total(server, staging):
     assert all(total == len(body) for _, total in calls)
 
 
-def test_progress_without_content_length_has_no_total(server, staging):
+def test_progress_without_content_length_has_no_total(server, staging, progress_every_chunk):
     body = os.urandom(300 * 1024)
     url = server.route("/data.bin", without_length(body))
     calls: list[tuple[int, int | None]] = []
@@ -288,6 +294,25 @@ def test_progress_without_content_length_has_no_total(server, staging):
 
     assert download.streamed.temp_path.read_bytes() == body
     assert calls[-1] == (len(body), None)
+
+
+def test_a_download_within_the_progress_interval_reports_no_progress(server, staging, monkeypatch):
+    """Each line is an event in the instance; the materialization that follows says it all."""
+    monkeypatch.setattr(streaming, "PROGRESS_EVERY_S", 3600.0)
+    body = os.urandom(3 * 1024 * 1024)
+    url = server.route("/data.bin", file_body(body))
+    calls: list[tuple[int, int | None]] = []
+
+    download = download_http(
+        url,
+        staging,
+        FetchLimits(max_bytes=10 * 1024 * 1024),
+        LOOPBACK_ONLY,
+        lambda *a: calls.append(a),
+    )
+
+    assert download.streamed.size == len(body)
+    assert calls == []
 
 
 # --- failures: the right class, a message with the cause, nothing left behind ----------------

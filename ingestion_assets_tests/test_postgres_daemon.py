@@ -3,7 +3,9 @@ sensors, queued runs, run retries from failure, the ml status sensor."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,6 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg2
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_postgres.event_log import PostgresEventLogStorage
@@ -34,7 +37,9 @@ CSV = "Код;Товар;Цена\nB-1;Молоток слесарный;450,00\
 @pytest.fixture
 def pg_home(postgres_server, tmp_path, monkeypatch, request):
     """A DAGSTER_HOME with the shipped dagster.yaml, on a fresh database of the test server."""
-    db = "t_" + request.node.name.lower()[:40].replace("-", "_")
+    name = request.node.name.lower()
+    digest = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()[:8]
+    db = "t_" + re.sub(r"\W", "_", name[:40]) + "_" + digest  # parametrized ids differ at the end
     postgres_server.create_database(db)
     for name, value in postgres_server.env(db).items():
         monkeypatch.setenv(name, value)
@@ -65,6 +70,49 @@ def test_the_instance_keeps_a_connection_instead_of_opening_one_per_query(pg_hom
         with engine.connect() as one, engine.connect() as two:
             pids = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (one, two)}
         assert len(pids) == 2
+
+
+def test_instances_of_one_process_share_its_connection(pg_home):
+    """The code server builds an instance per sensor tick: it must not connect each time."""
+    with DagsterInstance.from_config(str(pg_home)) as first:
+        pid = backend_pid(first.event_log_storage)
+    with DagsterInstance.from_config(str(pg_home)) as second:
+        assert backend_pid(second.event_log_storage) == pid
+        assert backend_pid(second.run_storage) == pid
+
+
+def drop_pooled_connection(pg_home, monkeypatch, ping_after: float):
+    """An instance whose pooled connection the server has just ended, and its backend pid."""
+    from ingestion_assets import instance_storage
+
+    instance = DagsterInstance.from_config(str(pg_home))
+    storage = instance.event_log_storage
+    dropped = backend_pid(storage)
+    with psycopg2.connect(storage.postgres_url) as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", (dropped,))
+    monkeypatch.setattr(instance_storage, "PING_AFTER_IDLE_S", ping_after)
+    time.sleep(0.05)
+    return instance, dropped
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced(pg_home, monkeypatch):
+    instance, dropped = drop_pooled_connection(pg_home, monkeypatch, ping_after=0.0)
+    with instance:
+        assert instance.get_runs() == []  # no error: the ping found it gone, a new one answered
+        assert backend_pid(instance.event_log_storage) != dropped
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(pg_home, monkeypatch):
+    """The price of not pinging before every query: a connection dropped within the idle
+    window fails one query; the pool then replaces it."""
+    from sqlalchemy.exc import OperationalError
+
+    instance, dropped = drop_pooled_connection(pg_home, monkeypatch, ping_after=3600.0)
+    with instance:
+        with pytest.raises(OperationalError, match="server closed the connection"):
+            instance.get_runs()
+        assert instance.get_runs() == []
+        assert backend_pid(instance.event_log_storage) != dropped
 
 
 @contextmanager

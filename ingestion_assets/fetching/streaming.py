@@ -24,6 +24,7 @@ from .errors import PermanentFetchError, TransientFetchError
 
 ProgressCallback = Callable[[int, "int | None"], None]
 CHUNK_SIZE = 1024 * 1024
+PROGRESS_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,22 @@ def human_size(n: float) -> str:
 
 
 class ProgressReporter:
-    """Calls `report(bytes_so_far, total)` every `every_s` seconds, and at the end: a file
-    that arrives within `every_s` gets one line (each line is an event in the instance)."""
+    """Calls `report(bytes_so_far, total)` every `every_s` seconds while a download lasts, and
+    once more at its end. A file that arrives within `every_s` gets no line: each line is an
+    event in the instance, and the materialization that follows says all of it."""
 
-    def __init__(self, report: ProgressCallback | None, every_s: float = 2.0):
+    def __init__(self, report: ProgressCallback | None, every_s: float | None = None):
         self._report = report
-        self._every = every_s
+        self._every = PROGRESS_EVERY_S if every_s is None else every_s
         self._last = time.monotonic()
-        self._last_done = -1
+        self._last_done: int | None = None  # None: no line given yet
 
     def update(self, done: int, total: int | None, final: bool = False) -> None:
         now = time.monotonic()
-        due = now - self._last >= self._every or (final and done != self._last_done)
+        if final:
+            due = self._last_done is not None and done != self._last_done
+        else:
+            due = now - self._last >= self._every
         if self._report and due:
             self._last, self._last_done = now, done
             self._report(done, total)
