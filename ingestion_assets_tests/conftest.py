@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dagster import instance_for_test
 from hypothesis import settings
 
+from ingestion_assets.fetching import streaming
 from ingestion_assets.fetching.fetcher import SourceFetcher
 from ingestion_assets.fetching.streaming import FetchLimits
 from ingestion_assets.fetching.url_guard import UrlGuard
@@ -88,6 +89,12 @@ def fetcher(limits, tmp_path) -> SourceFetcher:
     return SourceFetcher(
         limits=limits, guard=UrlGuard(("127.0.0.1",)), local_sources_root=str(sources)
     )
+
+
+@pytest.fixture
+def progress_every_chunk(monkeypatch):
+    """Progress reported at every chunk: a test's download lasts less than the interval."""
+    monkeypatch.setattr(streaming, "PROGRESS_EVERY_S", 0.0)
 
 
 @pytest.fixture

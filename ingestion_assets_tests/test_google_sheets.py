@@ -325,7 +325,7 @@ def chunked(body: bytes, piece: int = 7919):
 
 
 @pytest.mark.parametrize("serve", [file_body, chunked, gzipped], ids=["length", "chunked", "gzip"])
-def test_a_large_export_is_kept_byte_for_byte(server, google, staging, serve):
+def test_a_large_export_is_kept_byte_for_byte(server, google, staging, serve, progress_every_chunk):
     buffer = io.BytesIO(workbook_bytes())
     with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("xl/media/image1.bin", os.urandom(3 * 1024 * 1024))

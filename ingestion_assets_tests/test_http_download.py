@@ -168,7 +168,7 @@ def test_xlsx_is_kept_byte_for_byte(server, fetcher, staging, tmp_path):
     assert handed.path.name.endswith("_price_2024.xlsx")
 
 
-def test_40_mb_random_binary_is_kept_byte_for_byte(server, staging, tmp_path):
+def test_40_mb_random_binary_is_kept_byte_for_byte(server, staging, tmp_path, progress_every_chunk):
     body = os.urandom(40 * 1024 * 1024)
     url = server.route("/big/archive.bin", file_body(body))
     calls = []
@@ -252,11 +252,6 @@ def test_no_name_anywhere_falls_back_to_a_generic_one(server, fetcher, staging):
     fetched = fetcher.fetch(server.url("/"), "url", staging)
 
     assert fetched.original_filename == "price-list.xlsx"
-
-
-@pytest.fixture
-def progress_every_chunk(monkeypatch):
-    monkeypatch.setattr(streaming, "PROGRESS_EVERY_S", 0.0)
 
 
 def test_progress_is_reported_with_bytes_so_far_and_total(server, staging, progress_every_chunk):

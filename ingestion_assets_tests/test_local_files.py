@@ -34,7 +34,9 @@ def test_is_local_path():
     assert not is_local_path("http://example.com/a.csv")
 
 
-def test_absolute_path_under_the_root_is_copied_byte_for_byte(fetcher, root, staging):
+def test_absolute_path_under_the_root_is_copied_byte_for_byte(
+    fetcher, root, staging, progress_every_chunk
+):
     source = root / "supplier-a" / "прайс.csv"
     source.parent.mkdir()
     source.write_bytes(CSV)
