@@ -18,6 +18,7 @@ BENCHMARKS = [
         "2+4. orchestration overhead and status latency (real daemon, PostgreSQL)",
         ["orchestration.py"],
     ),
+    ("2c. CPU of one run in its own process (supplier run against empty run)", ["run_cost.py"]),
     ("3. polling at scale (1,000 outstanding jobs)", ["ml_sensor_tick.py", "--jobs", "1000"]),
 ]
 
