@@ -46,11 +46,11 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 POOL_SETTINGS = {
     "isolation_level": "AUTOCOMMIT",  # as dagster-postgres: every statement commits
-    "pool_size": 1,  # one idle connection per storage and process: runs × 3 stays far below max_connections
+    "pool_size": 1,  # one idle connection per process: one per run stays far below max_connections
     "max_overflow": -1,  # never wait for the pool: extra connections open and close as before
     "pool_recycle": 3600,
 }
-PING_AFTER_IDLE_S = 1.0
+PING_AFTER_IDLE_S = 1.0  # a server restart takes longer: a connection used since is alive
 
 
 class _StorageArgs(TypedDict):
