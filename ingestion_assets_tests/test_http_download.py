@@ -254,18 +254,23 @@ def test_no_name_anywhere_falls_back_to_a_generic_one(server, fetcher, staging):
     assert fetched.original_filename == "price-list.xlsx"
 
 
-def test_progress_is_reported_with_bytes_so_far_and_total(server, staging, progress_every_chunk):
-    body = os.urandom(3 * 1024 * 1024)
-    url = server.route("/data.bin", file_body(body))
+def download_with_progress(server, staging, served):
+    """A loopback download of `served` (a route handler), and the progress calls it made."""
     calls: list[tuple[int, int | None]] = []
-
-    download_http(
-        url,
+    download = download_http(
+        server.route("/data.bin", served),
         staging,
         FetchLimits(max_bytes=10 * 1024 * 1024),
         LOOPBACK_ONLY,
         lambda *a: calls.append(a),
     )
+    return download, calls
+
+
+def test_progress_is_reported_with_bytes_so_far_and_total(server, staging, progress_every_chunk):
+    body = os.urandom(3 * 1024 * 1024)
+
+    _, calls = download_with_progress(server, staging, file_body(body))
 
     assert calls, "the progress callback was never called"
     assert calls[-1] == (len(body), len(body))
@@ -276,16 +281,8 @@ def test_progress_is_reported_with_bytes_so_far_and_total(server, staging, progr
 
 def test_progress_without_content_length_has_no_total(server, staging, progress_every_chunk):
     body = os.urandom(300 * 1024)
-    url = server.route("/data.bin", without_length(body))
-    calls: list[tuple[int, int | None]] = []
 
-    download = download_http(
-        url,
-        staging,
-        FetchLimits(max_bytes=10 * 1024 * 1024),
-        LOOPBACK_ONLY,
-        lambda *a: calls.append(a),
-    )
+    download, calls = download_with_progress(server, staging, without_length(body))
 
     assert download.streamed.temp_path.read_bytes() == body
     assert calls[-1] == (len(body), None)
@@ -295,16 +292,8 @@ def test_a_download_within_the_progress_interval_reports_no_progress(server, sta
     """Each line is an event in the instance; the materialization that follows says it all."""
     monkeypatch.setattr(streaming, "PROGRESS_EVERY_S", 3600.0)
     body = os.urandom(3 * 1024 * 1024)
-    url = server.route("/data.bin", file_body(body))
-    calls: list[tuple[int, int | None]] = []
 
-    download = download_http(
-        url,
-        staging,
-        FetchLimits(max_bytes=10 * 1024 * 1024),
-        LOOPBACK_ONLY,
-        lambda *a: calls.append(a),
-    )
+    download, calls = download_with_progress(server, staging, file_body(body))
 
     assert download.streamed.size == len(body)
     assert calls == []
