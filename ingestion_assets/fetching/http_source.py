@@ -142,9 +142,18 @@ def _worded_errors() -> Iterator[None]:
     except (LocationValueError, UnicodeError) as exc:  # e.g. a redirect to an unencodable host
         raise PermanentFetchError(f"invalid URL: {exc}") from exc
     except ProtocolError as exc:  # urllib3 wraps a reset, a short body, a bad status line
-        raise TransientFetchError(f"connection broken before the body was complete: {exc}") from exc
+        raise TransientFetchError(
+            f"connection broken before the body was complete: {_first_words(exc)}"
+        ) from exc
     except urllib3.exceptions.HTTPError as exc:
         raise TransientFetchError(f"HTTP error: {exc}") from exc
+
+
+def _first_words(error: Exception) -> str:
+    """urllib3's own sentence ("Connection broken: IncompleteRead(20 bytes read, 247 more
+    expected)"), without the repr of the exception it wraps."""
+    first = error.args[0] if error.args else None
+    return first if isinstance(first, str) else str(error)
 
 
 def _raise_for_status(response: BaseHTTPResponse) -> None:

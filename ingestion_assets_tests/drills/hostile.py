@@ -503,7 +503,7 @@ def fixed_sources(hostile, canary) -> list[tuple[str, str, str, tuple[str, ...]]
             "redirect to an IDNA-invalid host",
             route("/to-idna", loopback.redirect("http://xn--/x.csv")),
             "url",
-            ("invalid URL",),
+            ("invalid URL", "invalid host name"),
         ),
         (
             "host label of 64 characters",
