@@ -50,7 +50,7 @@ POOL_SETTINGS = {
     "max_overflow": -1,  # never wait for the pool: extra connections open and close as before
     "pool_recycle": 3600,
 }
-PING_AFTER_IDLE_S = 1.0  # a server restart takes longer: a connection used since is alive
+PING_AFTER_IDLE_S = 1.0  # a restart takes longer: a connection used within it is alive
 
 
 class _StorageArgs(TypedDict):
