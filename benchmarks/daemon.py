@@ -14,27 +14,34 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def shipped_instance(postgres, db: str, home: Path, env: dict) -> dict:
+    """A DAGSTER_HOME with the shipped dagster.yaml on a new database `db`, its pools set as
+    a deployment sets them; the environment that reaches it (with `env` on top)."""
+    postgres.create_database(db)
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    full = {**os.environ, **postgres.env(db), "DAGSTER_HOME": str(home), **env}
+    subprocess.run(
+        [sys.executable, "-m", "ingestion_assets", "set-pool-limits"],
+        env=full,
+        check=True,
+        capture_output=True,
+    )
+    return full
+
+
 class Daemon:
     """`dagster-daemon run` for one workspace, on database `db` of `postgres`."""
 
     def __init__(
         self, postgres, db: str, workdir: Path, module: str, working_directory: Path, env: dict
     ):
-        postgres.create_database(db)
         self.home = workdir / "home"
-        self.home.mkdir(parents=True)
-        shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        self.env = shipped_instance(postgres, db, self.home, env)
         self.workspace = workspace = workdir / "workspace.yaml"
         workspace.write_text(
             f"load_from:\n  - python_module:\n      module_name: {module}\n"
             f"      working_directory: {working_directory}\n"
-        )
-        self.env = {**os.environ, **postgres.env(db), "DAGSTER_HOME": str(self.home), **env}
-        subprocess.run(
-            [sys.executable, "-m", "ingestion_assets", "set-pool-limits"],
-            env=self.env,
-            check=True,
-            capture_output=True,
         )
         self.log = open(workdir / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.daemon import shipped_instance  # noqa: E402
 from benchmarks.orchestration import courier_env, price_list  # noqa: E402
 from ingestion_assets_tests import loopback  # noqa: E402
 from ingestion_assets_tests.dagster_helpers import master_sheet_csv  # noqa: E402
@@ -64,10 +64,6 @@ def main() -> None:
     postgres = PostgresServer()
     server = loopback.LoopbackServer()
     try:
-        postgres.create_database("run_cost")
-        home = root / "home"
-        home.mkdir()
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
         body = price_list(2600)  # ≈ 100 KB, as figure 2
         rows = [
             [
@@ -80,18 +76,9 @@ def main() -> None:
             for i in range(n)
         ]
         master = server.route("/master.csv", loopback.file_body(master_sheet_csv(rows)))
+        courier = courier_env(root, master, "http://127.0.0.1:9", use_ml=False)
         os.environ.update(
-            {
-                **postgres.env("run_cost"),
-                "DAGSTER_HOME": str(home),
-                "BENCH_RUNS": str(n),
-                **courier_env(root, master, "http://127.0.0.1:9", use_ml=False),
-            }
-        )
-        subprocess.run(
-            [sys.executable, "-m", "ingestion_assets", "set-pool-limits"],
-            check=True,
-            capture_output=True,
+            shipped_instance(postgres, "run_cost", root / "home", {**courier, "BENCH_RUNS": str(n)})
         )
         from dagster import DagsterInstance
 
@@ -102,14 +89,14 @@ def main() -> None:
         with DagsterInstance.get() as instance:
             instance.add_dynamic_partitions("suppliers", suppliers)
             instance.add_dynamic_partitions("bench", [f"p{i:03d}" for i in range(n)])
-        empty, courier = [], []
+        empty, supplier_runs = [], []
         for i, key in enumerate(suppliers):
             empty.append(run_cpu("benchmarks.empty_location", "empty_job", f"p{i:03d}"))
-            courier.append(run_cpu("ingestion_assets.definitions", "supplier_sync", key))
+            supplier_runs.append(run_cpu("ingestion_assets.definitions", "supplier_sync", key))
     finally:
         server.close()
         postgres.stop()
-    floor, ours = statistics.median(empty), statistics.median(courier)
+    floor, ours = statistics.median(empty), statistics.median(supplier_runs)
     print(f"CPU of one run in its own process, median of {n}:")
     print(f"  empty partitioned asset       {floor * 1000:6.0f} ms")
     print(f"  supplier run (100 KB, ML off) {ours * 1000:6.0f} ms")

@@ -37,9 +37,9 @@ CSV = "Код;Товар;Цена\nB-1;Молоток слесарный;450,00\
 @pytest.fixture
 def pg_home(postgres_server, tmp_path, monkeypatch, request):
     """A DAGSTER_HOME with the shipped dagster.yaml, on a fresh database of the test server."""
-    name = request.node.name.lower()
-    digest = hashlib.md5(name.encode(), usedforsecurity=False).hexdigest()[:8]
-    db = "t_" + re.sub(r"\W", "_", name[:40]) + "_" + digest  # parametrized ids differ at the end
+    test = request.node.name.lower()
+    digest = hashlib.md5(test.encode(), usedforsecurity=False).hexdigest()[:8]
+    db = "t_" + re.sub(r"\W", "_", test[:40]) + "_" + digest  # parametrized ids differ at the end
     postgres_server.create_database(db)
     for name, value in postgres_server.env(db).items():
         monkeypatch.setenv(name, value)
@@ -88,8 +88,12 @@ def drop_pooled_connection(pg_home, monkeypatch, ping_after: float):
     instance = DagsterInstance.from_config(str(pg_home))
     storage = instance.event_log_storage
     dropped = backend_pid(storage)
-    with psycopg2.connect(storage.postgres_url) as admin, admin.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", (dropped,))
+    admin = psycopg2.connect(storage.postgres_url)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (dropped,))
+    finally:
+        admin.close()
     monkeypatch.setattr(instance_storage, "PING_AFTER_IDLE_S", ping_after)
     time.sleep(0.05)
     return instance, dropped
