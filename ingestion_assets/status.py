@@ -6,6 +6,7 @@ python -m ingestion_assets status
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -16,11 +17,21 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
+    EventLogRecord,
+    RunRecord,
     RunsFilter,
 )
 
 from .event_metadata import number, text, whole
-from .ml.events import ML_RESULT, OUTSTANDING, MLPhase, latest_ml_state
+from .ml.events import (
+    ML_RESULT,
+    OUTSTANDING,
+    MLPhase,
+    MLState,
+    has_phase,
+    latest_ml_state,
+    ml_state,
+)
 from .partitions import SUPPLIERS
 
 IN_PROGRESS = {
@@ -73,15 +84,87 @@ class SupplierStatus:
         return cls(**{**data, "phase": Phase(data["phase"])})
 
 
+PARTITION_TAG = "dagster/partition"
+# The newest runs of the suppliers asked about are read in one query of this many runs per
+# supplier; a supplier whose newest run falls outside it (others ran many times since) asks alone.
+RUNS_PER_SUPPLIER = 3
+
+
+@dataclass(frozen=True)
+class _Records:
+    """The newest records a supplier's status is read from."""
+
+    download: EventLogRecord | None  # raw_download's materialization
+    progress: EventLogRecord | None  # raw_download's observation (bytes so far, unchanged, …)
+    analysed: EventLogRecord | None  # ml_analysis_result's materialization
+    ml: MLState
+    run: RunRecord | None
+
+
 def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
-    raws = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=RAW, asset_partitions=[key]), limit=1
+    return supplier_statuses(instance, [key])[0]
+
+
+def supplier_statuses(instance: DagsterInstance, keys: Sequence[str]) -> list[SupplierStatus]:
+    """The statuses of these suppliers, in this order. A handful of queries however many they
+    are: the overview re-reads hundreds while a sync runs, and every one a few minutes later."""
+    if not keys:
+        return []
+    wanted = set(keys)
+    downloads = _latest(instance, RAW, DagsterEventType.ASSET_MATERIALIZATION, wanted)
+    progress = _latest(instance, RAW, DagsterEventType.ASSET_OBSERVATION, wanted)
+    analysed = _latest(instance, ML_RESULT, DagsterEventType.ASSET_MATERIALIZATION, wanted)
+    observed = _latest(instance, ML_RESULT, DagsterEventType.ASSET_OBSERVATION, wanted)
+    runs = _latest_runs(instance, wanted)
+    statuses = []
+    for key in keys:
+        seen = observed.get(key)
+        if seen is not None and not has_phase(seen):
+            ml = latest_ml_state(instance, key)  # a phase written by a newer version: look back
+        else:
+            ml = ml_state(analysed.get(key), [seen] if seen else [])
+        records = _Records(
+            downloads.get(key), progress.get(key), analysed.get(key), ml, runs.get(key)
+        )
+        statuses.append(_status(instance, key, records))
+    return statuses
+
+
+def _latest(
+    instance: DagsterInstance, asset: AssetKey, event_type: DagsterEventType, keys: set[str]
+) -> dict[str, EventLogRecord]:
+    """Each partition's newest event of this type: two queries for all of them."""
+    ids = instance.event_log_storage.get_latest_storage_id_by_partition(asset, event_type, keys)
+    if not ids:
+        return {}
+    fetch = (
+        instance.fetch_materializations
+        if event_type == DagsterEventType.ASSET_MATERIALIZATION
+        else instance.fetch_observations
+    )
+    records = fetch(
+        AssetRecordsFilter(asset_key=asset, storage_ids=list(ids.values())), limit=len(ids)
     ).records
-    download = raws[0] if raws else None
-    ml = latest_ml_state(instance, key)
+    return {r.partition_key: r for r in records if r.partition_key}
+
+
+def _latest_runs(instance: DagsterInstance, keys: set[str]) -> dict[str, RunRecord]:
+    window = RUNS_PER_SUPPLIER * len(keys)
+    records = instance.get_run_records(RunsFilter(tags={PARTITION_TAG: sorted(keys)}), limit=window)
+    latest: dict[str, RunRecord] = {}
+    for record in records:  # newest first
+        latest.setdefault(record.dagster_run.tags.get(PARTITION_TAG, ""), record)
+    if len(records) == window:  # the window may have left some suppliers' newest run out
+        for key in keys - latest.keys():
+            runs = instance.get_run_records(RunsFilter(tags={PARTITION_TAG: key}), limit=1)
+            if runs:
+                latest[key] = runs[0]
+    return latest
+
+
+def _status(instance: DagsterInstance, key: str, records: _Records) -> SupplierStatus:
+    download, ml, run = records.download, records.ml, records.run
     ml_phase, ml_record = ml
-    runs = instance.get_run_records(RunsFilter(tags={"dagster/partition": key}), limit=1)
-    run = runs[0] if runs else None
     status = SupplierStatus(key, Phase.NEVER_SYNCED)
     if download is not None and download.asset_materialization is not None:
         metadata = download.asset_materialization.metadata
@@ -96,18 +179,15 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
         if ml_phase == MLPhase.ANALYZING:
             progress = number(metadata, "progress_percentage")
             status.progress = round(progress) if progress is not None else None
-        if ml_phase == MLPhase.COMPLETED:
-            status.analysed_at = ml_record.timestamp
-            status.items = whole(metadata, "items_total")
-            status.matched = whole(metadata, "items_matched")
-            status.review = whole(metadata, "items_review")
-            status.errors = whole(metadata, "error_count")
         status.detail = ml.description
-    if ml_phase not in (MLPhase.COMPLETED, None):
-        last = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=[key]), limit=1
-        ).records
-        status.analysed_at = last[0].timestamp if last else None
+    if records.analysed is not None:
+        status.analysed_at = records.analysed.timestamp
+    if ml_phase == MLPhase.COMPLETED:
+        metadata = ml.metadata
+        status.items = whole(metadata, "items_total")
+        status.matched = whole(metadata, "items_matched")
+        status.review = whole(metadata, "items_review")
+        status.errors = whole(metadata, "error_count")
 
     # The latest run counts if it started after the latest event, or produced it itself (a run
     # whose hand-off or submission failed has materialized raw_download just before).
@@ -118,7 +198,7 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
     )
     if run and run.dagster_run.status in IN_PROGRESS and run_is_newest:
         status.phase = Phase.DOWNLOADING
-        status.detail = _download_progress(instance, key, run.dagster_run.run_id) or (
+        status.detail = _download_progress(records.progress, run.dagster_run.run_id) or (
             f"run {run.dagster_run.run_id[:8]} {run.dagster_run.status.value.lower()}"
         )
     elif run and run.dagster_run.status == DagsterRunStatus.FAILURE and run_is_newest:
@@ -142,14 +222,10 @@ def supplier_status(instance: DagsterInstance, key: str) -> SupplierStatus:
     return status
 
 
-def _download_progress(instance: DagsterInstance, key: str, run_id: str) -> str | None:
+def _download_progress(observation: EventLogRecord | None, run_id: str) -> str | None:
     """ "Downloading: 12.0 MB of 50.0 MB", when this run has reported bytes so far."""
-    latest = instance.fetch_observations(
-        AssetRecordsFilter(asset_key=RAW, asset_partitions=[key]), limit=1
-    ).records
-    if latest and latest[0].run_id == run_id:
-        observation = latest[0].asset_observation
-        return observation.description if observation else None
+    if observation is not None and observation.run_id == run_id:
+        return observation.asset_observation.description if observation.asset_observation else None
     return None
 
 
@@ -173,9 +249,7 @@ def _failure_reason(instance: DagsterInstance, run_id: str) -> str:
 
 
 def all_statuses(instance: DagsterInstance) -> list[SupplierStatus]:
-    return [
-        supplier_status(instance, key) for key in sorted(instance.get_dynamic_partitions(SUPPLIERS))
-    ]
+    return supplier_statuses(instance, sorted(instance.get_dynamic_partitions(SUPPLIERS)))
 
 
 def render(statuses: list[SupplierStatus]) -> str:

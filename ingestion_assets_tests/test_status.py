@@ -158,3 +158,52 @@ def test_a_slow_download_shows_its_bytes_so_far(instance, server, tmp_path):
     in_bytes = [d for d in seen if d.startswith("Downloading: ") and d.endswith(f" of {total}")]
     assert in_bytes, f"never showed the bytes so far; seen: {seen[:5]}"
     assert all_statuses(instance)[0].phase == "ML off"
+
+
+def test_a_supplier_whose_last_run_is_older_than_many_runs_of_others_still_shows_it(instance):
+    """Statuses are read for many suppliers at once, the newest runs in one query: a supplier
+    that last ran before others ran many times is still shown with its own run."""
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from ingestion_assets.status import RUNS_PER_SUPPLIER
+
+    instance.add_dynamic_partitions("suppliers", ["quiet", "busy"])
+    quiet = create_run_for_test(
+        instance,
+        job_name="supplier_sync",
+        tags={"dagster/partition": "quiet"},
+        status=DagsterRunStatus.STARTED,
+    )
+    for _ in range(2 * RUNS_PER_SUPPLIER + 1):
+        create_run_for_test(
+            instance,
+            job_name="supplier_sync",
+            tags={"dagster/partition": "busy"},
+            status=DagsterRunStatus.SUCCESS,
+        )
+    by_key = {s.key: s for s in all_statuses(instance)}
+    assert by_key["quiet"].run_id == quiet.run_id
+    assert by_key["quiet"].phase == "downloading"
+    assert by_key["busy"].run_id != quiet.run_id
+
+
+def test_an_analysis_phase_this_version_does_not_know_is_looked_past(instance):
+    """A newer version wrote a phase this one cannot read: the status is the last phase it
+    knows, not 'never synced'."""
+    from dagster import AssetObservation
+
+    instance.add_dynamic_partitions("suppliers", ["alfa", "beta"])
+    for partition in ("alfa", "beta"):
+        instance.report_runless_asset_event(
+            AssetObservation(
+                "ml_analysis_result",
+                partition=partition,
+                metadata={"phase": "ml_off"},
+                description="ML processing off",
+            )
+        )
+    instance.report_runless_asset_event(
+        AssetObservation("ml_analysis_result", partition="alfa", metadata={"phase": "later"})
+    )
+    assert [s.phase for s in all_statuses(instance)] == ["ML off", "ML off"]

@@ -2,7 +2,7 @@
 ml_analysis_result, completions as its materializations. Written and read here, once: the
 phases are an enum, a submission is a `TrackedJob`, the latest state an `MLState`."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -163,18 +163,28 @@ def latest_ml_state(instance: DagsterInstance, partition: str) -> MLState:
     materialization."""
     partition_filter = AssetRecordsFilter(asset_key=ML_RESULT, asset_partitions=[partition])
     materialized = instance.fetch_materializations(partition_filter, limit=1).records
-    observed = next(
-        (
-            (phase, r)
-            for r in instance.fetch_observations(partition_filter, limit=20).records
-            if (phase := _phase(r.asset_observation)) is not None
-        ),
+    observed = instance.fetch_observations(partition_filter, limit=1).records
+    if observed and not has_phase(observed[0]):
+        # A phase this version does not know (written by a newer one): look further back.
+        observed = instance.fetch_observations(partition_filter, limit=20).records
+    return ml_state(materialized[0] if materialized else None, observed)
+
+
+def has_phase(observation: EventLogRecord) -> bool:
+    return _phase(observation.asset_observation) is not None
+
+
+def ml_state(materialized: EventLogRecord | None, observed: Sequence[EventLogRecord]) -> MLState:
+    """The newer of the last materialization and the first of `observed` (newest first) that
+    has a phase this version knows."""
+    phased = next(
+        ((phase, r) for r in observed if (phase := _phase(r.asset_observation)) is not None),
         None,
     )
-    if observed and (not materialized or observed[1].storage_id > materialized[0].storage_id):
-        return MLState(*observed)
-    if materialized:
-        return MLState(MLPhase.COMPLETED, materialized[0])
+    if phased and (materialized is None or phased[1].storage_id > materialized.storage_id):
+        return MLState(*phased)
+    if materialized is not None:
+        return MLState(MLPhase.COMPLETED, materialized)
     return MLState(None, None)
 
 

@@ -22,8 +22,8 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetMaterialization,
-    AssetRecordsFilter,
     AssetSpec,
+    DagsterEventType,
     DagsterInstance,
     DefaultSensorStatus,
     MetadataValue,
@@ -38,7 +38,7 @@ from ..ml.assets import ml_analysis_result
 from ..ml.events import ML_RESULT
 from ..partitions import SUPPLIERS
 from ..resources import MasterSheetResource
-from ..status import RAW, SupplierStatus, all_statuses, supplier_status
+from ..status import RAW, SupplierStatus, all_statuses, supplier_statuses
 from .screen import Row, markdown, phase_counts, rows, table_value
 
 OVERVIEW = AssetKey("supplier_overview")
@@ -46,7 +46,7 @@ REGISTRY = AssetKey("supplier_registry")
 FRESH_CHECK = "analyses_fresh"
 INTERVAL_S = 4  # a look every wake-up of the sensor daemon (5 s)
 REFRESH_S = 300  # freshness changes with time alone: read everyone again at least this often
-MAX_TOUCHED = 500  # more events than this since the last look: read everyone
+MAX_TOUCHED = 500  # more runs updated than this since the last look: read everyone
 RUN_SLACK_S = 5  # runs updated this long before the last look are read again (clock races)
 # A sync under way: when a look re-read more than BURST_SUPPLIERS suppliers, the next waits
 # BURST_INTERVAL_S instead of a poll interval. Each re-read costs a handful of queries; looking
@@ -96,16 +96,16 @@ def overview_rows(
 
 def touched_suppliers(instance: DagsterInstance, after_id: int, since: float) -> set[str] | None:
     """Suppliers with an asset event after record `after_id` or a run updated since `since`:
-    the ones whose status may have changed. None when there are too many to say."""
+    the ones whose status may have changed. None when there are too many runs to say."""
     touched: set[str] = set()
     for asset in (RAW, ML_RESULT):
-        for fetch in (instance.fetch_materializations, instance.fetch_observations):
-            records = fetch(
-                AssetRecordsFilter(asset_key=asset, after_storage_id=after_id), limit=MAX_TOUCHED
-            ).records
-            if len(records) >= MAX_TOUCHED:
-                return None
-            touched |= {r.partition_key for r in records if r.partition_key}
+        for event_type in (
+            DagsterEventType.ASSET_MATERIALIZATION,
+            DagsterEventType.ASSET_OBSERVATION,
+        ):
+            touched |= instance.event_log_storage.get_latest_storage_id_by_partition(
+                asset, event_type, after_cursor=after_id
+            ).keys()
     updated_after = dt.datetime.fromtimestamp(since - RUN_SLACK_S, dt.UTC)
     runs = instance.get_run_records(RunsFilter(updated_after=updated_after), limit=MAX_TOUCHED)
     if len(runs) >= MAX_TOUCHED:
@@ -123,22 +123,18 @@ def current_statuses(
 ) -> tuple[list[SupplierStatus], int]:
     """Every supplier's status: those the cursor holds, re-read where something happened; and
     how many were re-read because something happened (0 when everyone was read)."""
-    keys = instance.get_dynamic_partitions(SUPPLIERS)
+    keys = sorted(instance.get_dynamic_partitions(SUPPLIERS))
     held = {s["key"]: SupplierStatus.from_dict(s) for s in cursor.get("statuses", [])}
     touched = (
         touched_suppliers(instance, cursor["newest"], cursor["at"])
         if held and now - cursor.get("full_at", 0) < REFRESH_S
         else None
     )
-    statuses, reread = [], 0
-    for key in sorted(keys):
-        if touched is not None and key in held and key not in touched:
-            statuses.append(held[key])
-        else:
-            statuses.append(supplier_status(instance, key))
-            if touched is not None:
-                reread += 1
-    return statuses, reread
+    if touched is None:
+        return supplier_statuses(instance, keys), 0
+    reread = [key for key in keys if key in touched or key not in held]
+    fresh = dict(zip(reread, supplier_statuses(instance, reread), strict=True))
+    return [fresh[key] if key in fresh else held[key] for key in keys], len(reread)
 
 
 def _json(metadata: Mapping[str, MetadataValue], name: str, default: Any) -> Any:
