@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ingestion_assets.errors import CourierError
-from ingestion_assets.registry.tables import MasterSheetError, read_csv_rows
+from ingestion_assets.registry.tables import MasterSheetError, csv_rows, read_csv_rows
 
 if TYPE_CHECKING:
     import xlrd
@@ -105,7 +105,7 @@ def count_data_rows(path: Path, file_type: str, sheet_name: str | None = None) -
     """
     try:
         if file_type == "csv":
-            return sum(1 for row in read_csv_rows(path.read_bytes()) if _has_data(row))
+            return sum(1 for row in csv_rows(path.read_bytes()) if _has_data(row))
         if file_type == "excel":
             with _open_sheet(path, sheet_name) as (_, rows):
                 return sum(1 for row in rows if _has_data(row))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import CourierError
@@ -24,6 +25,12 @@ def decode_text(data: bytes) -> str:
 
 
 def read_csv_rows(data: bytes) -> list[list[str]]:
+    return [[cell.strip() for cell in row] for row in csv_rows(data)]
+
+
+def csv_rows(data: bytes) -> Iterator[list[str]]:
+    """The rows of a CSV file as its cells are, one at a time (a price list is counted without
+    holding all of it as lists)."""
     text = decode_text(data)
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t")
@@ -33,7 +40,7 @@ def read_csv_rows(data: bytes) -> list[list[str]]:
     # and csv's own 128 KB field limit would reject the whole sheet for one pasted cell.
     previous_limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     try:
-        return [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text), dialect)]
+        yield from csv.reader(io.StringIO(text), dialect)
     except csv.Error as exc:
         raise MasterSheetError(f"cannot read the CSV: {exc}") from exc
     finally:
