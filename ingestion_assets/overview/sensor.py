@@ -38,7 +38,7 @@ from ..ml.assets import ml_analysis_result
 from ..ml.events import ML_RESULT
 from ..partitions import SUPPLIERS
 from ..resources import MasterSheetResource
-from ..status import RAW, SupplierStatus, all_statuses, supplier_statuses
+from ..status import PARTITION_TAG, RAW, SupplierStatus, all_statuses, supplier_statuses
 from .screen import Row, markdown, phase_counts, rows, table_value
 
 OVERVIEW = AssetKey("supplier_overview")
@@ -111,9 +111,7 @@ def touched_suppliers(instance: DagsterInstance, after_id: int, since: float) ->
     if len(runs) >= MAX_TOUCHED:
         return None
     touched |= {
-        r.dagster_run.tags["dagster/partition"]
-        for r in runs
-        if r.dagster_run.tags.get("dagster/partition")
+        r.dagster_run.tags[PARTITION_TAG] for r in runs if r.dagster_run.tags.get(PARTITION_TAG)
     }
     return touched
 
