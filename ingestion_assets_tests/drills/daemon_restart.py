@@ -38,9 +38,11 @@ SUPPLIERS = 6
 ROWS = 24
 ROW_DELAY_MS = 300  # 7 s an analysis: analyses stay outstanding while runs download
 DOWN_S = 3
-# Each source drips for 8 s: on a loaded machine, where runs start seconds apart, the window
-# with runs downloading and analyses outstanding at once stays open long enough to kill in.
+# Supplier i's source drips for 8 + 4·i s. Runs that start together (a quick machine starts
+# all six within a second) would otherwise end their downloads together, before the first
+# analysis is submitted; staggered, later ones still download while the first are analysed.
 DRIP_S = 8
+DRIP_STEP_S = 4
 # The drill's copy of dagster.yaml: a run whose worker died is failed (then retried) after
 # 40 s instead of the shipped max_runtime of an hour, and the pool slots it held are freed 10 s
 # later (shipped: 60 s).
@@ -60,7 +62,7 @@ def new_result() -> Result:
     return Result(
         drill="3 daemon killed",
         done=(
-            f"{SUPPLIERS} suppliers (slow-drip sources, {DRIP_S} s each) synced by the daemon; SIGKILL to "
+            f"{SUPPLIERS} suppliers (slow-drip sources, {DRIP_S}–{DRIP_S + DRIP_STEP_S * (SUPPLIERS - 1)} s) synced by the daemon; SIGKILL to "
             "the daemon's process group (daemon, code server, run workers) while runs were "
             "downloading, a submission held an ml_analyze pool slot and analyses were "
             f"outstanding; restarted after {DOWN_S} s"
@@ -116,7 +118,7 @@ def _run(ctx, result: Result, server) -> None:
         server,
         "Crash",
         SUPPLIERS,
-        lambda i: slow_body(price_list(i, ROWS), pieces=DRIP_S, delay=1.0),
+        lambda i: slow_body(price_list(i, ROWS), pieces=DRIP_S + DRIP_STEP_S * i, delay=1.0),
     )
     master = server.route("/master.csv", loopback.file_body(master_sheet(rows), "text/csv"))
 
