@@ -49,9 +49,9 @@ REFRESH_S = 300  # freshness changes with time alone: read everyone again at lea
 MAX_TOUCHED = 500  # more runs updated than this since the last look: read everyone
 RUN_SLACK_S = 5  # runs updated this long before the last look are read again (clock races)
 # A sync under way: when a look re-read more than BURST_SUPPLIERS suppliers, the next waits
-# BURST_INTERVAL_S instead of a poll interval. Each re-read costs a handful of queries; looking
-# every few seconds during a sync of hundreds re-read each supplier several times over, and
-# took CPU from the runs themselves (docs/benchmarks.md, figure 2).
+# BURST_INTERVAL_S instead of a poll interval. A look reads its suppliers in one batch (a fixed
+# number of queries), but still builds and compares the whole table: every few seconds during a
+# sync of hundreds, that took CPU from the runs themselves (docs/benchmarks.md, figure 2).
 BURST_SUPPLIERS = 10
 BURST_INTERVAL_S = 15
 
