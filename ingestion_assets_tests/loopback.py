@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import ssl
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
 
 
 class LoopbackServer:
-    def __init__(self, host: str = "127.0.0.1"):
-        """`host`: any address of the loopback interface (127.0.0.0/8)."""
+    def __init__(self, host: str = "127.0.0.1", tls: tuple[Path, Path] | None = None):
+        """`host`: any address of the loopback interface (127.0.0.0/8); `tls`: a certificate
+        and its key, to serve https."""
         self.host = host
+        self.scheme = "https" if tls else "http"
         self.routes: dict[str, Handler] = {}
         self.hits: Counter[str] = Counter()
         server = self
@@ -42,6 +46,10 @@ class LoopbackServer:
 
         self.httpd = ThreadingHTTPServer((host, 0), _RequestHandler)
         self.httpd.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -49,7 +57,7 @@ class LoopbackServer:
         self.thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def route(self, path: str, handler: Handler) -> str:
         self.routes[path] = handler

@@ -21,7 +21,7 @@ from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import LocationValueError, NewConnectionError, ProtocolError, SSLError
 from urllib3.util import make_headers
 
-from ..tls import tls_context
+from ..tls import tls_context_for
 from .decoding import GZIP_ENCODINGS, gunzip_pieces
 from .errors import PermanentFetchError, TransientFetchError
 from .streaming import (
@@ -69,12 +69,19 @@ def download_http(
     """GET `url` into a temp file in `dest_dir`; with `validators`, a conditional GET whose 304
     is a NotModified."""
     started = time.monotonic()
-    pool = urllib3.PoolManager(
-        num_pools=2,
-        timeout=urllib3.Timeout(connect=limits.connect_timeout, read=limits.read_timeout),
-        retries=False,  # a failed fetch is retried by the source retry sensor, worded
-        ssl_context=tls_context(),
-    )
+    pools: dict[str, urllib3.PoolManager] = {}  # by scheme: a redirect may go to https
+
+    def pool_for(url: str) -> urllib3.PoolManager:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in pools:
+            pools[scheme] = urllib3.PoolManager(
+                num_pools=2,
+                timeout=urllib3.Timeout(connect=limits.connect_timeout, read=limits.read_timeout),
+                retries=False,  # a failed fetch is retried by the source retry sensor, worded
+                ssl_context=tls_context_for(url),
+            )
+        return pools[scheme]
+
     headers = {**REQUEST_HEADERS, **(validators.request_headers() if validators else {})}
     try:
         seen = []
@@ -82,7 +89,7 @@ def download_http(
             guard.check(url)
             seen.append(url)
             with _worded_errors():
-                response = pool.request(
+                response = pool_for(url).request(
                     "GET",
                     url,
                     headers=headers,
@@ -125,7 +132,8 @@ def download_http(
                     response.close()
         raise PermanentFetchError(f"too many redirects (more than {MAX_REDIRECTS})")
     finally:
-        pool.clear()
+        for pool in pools.values():
+            pool.clear()
 
 
 @contextmanager

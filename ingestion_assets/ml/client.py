@@ -22,7 +22,7 @@ import tenacity
 import urllib3
 
 from ..errors import CourierError
-from ..tls import tls_context
+from ..tls import tls_context_for
 from .models import Health, JobStatus, Submission
 
 RETRY_STATUSES = {500, 502, 503, 504}
@@ -171,7 +171,7 @@ class MLAnalyzeClient:
             maxsize=max_connections,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
             retries=False,  # tenacity retries (below), with the service's words in its errors
-            ssl_context=tls_context(),
+            ssl_context=tls_context_for(self.base_url),
         )
 
     def close(self) -> None:
