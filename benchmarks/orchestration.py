@@ -3,7 +3,9 @@ shipped PostgreSQL instance config.
 
     .venv/bin/python benchmarks/orchestration.py [--suppliers 100] [--latency-suppliers 20]
 
-1. floor: BENCH_RUNS runs of an empty partitioned asset (benchmarks/empty_location.py);
+1. floor: BENCH_RUNS runs of an empty partitioned asset (benchmarks/empty_location.py), once
+   before the courier and once after it: the ratio is against their mean, so that a host
+   whose load drifts during the benchmark moves both sides of it alike;
 2. courier: a master sync of N suppliers with 100 KB files (ML processing off, so the figure
    is the courier's own: fetch, hand-off, the ML step deciding to stop); then a re-sync of the
    same N suppliers, unchanged, from sources that honour validators (ETag: 304, no body);
@@ -64,11 +66,11 @@ def span(records, since: float | None = None) -> float:
     return max(r.end_time for r in records) - start
 
 
-def floor_phase(postgres, root: Path, n: int) -> float:
+def floor_phase(postgres, root: Path, n: int, name: str) -> float:
     daemon = Daemon(
         postgres,
-        "bench_floor",
-        root / "floor",
+        f"bench_{name}",
+        root / name,
         "benchmarks.empty_location",
         REPO,
         {"BENCH_RUNS": str(n)},
@@ -190,18 +192,21 @@ def main() -> None:
     server = loopback.LoopbackServer()
     try:
         started = time.monotonic()
-        floor = floor_phase(postgres, root, args.suppliers)
+        floor_before = floor_phase(postgres, root, args.suppliers, "floor_before")
         courier = courier_phase(postgres, server, root, args.suppliers)
+        floor_after = floor_phase(postgres, root, args.suppliers, "floor_after")
         latencies = latency_phase(postgres, server, root, args.latency_suppliers)
         total = time.monotonic() - started
     finally:
         server.close()
         postgres.stop()
     n = args.suppliers
+    floor = (floor_before + floor_after) / 2
     runs, whole = courier["runs"], courier["whole"]
     poll = int(os.environ.get("ML_POLL_INTERVAL_SECONDS", "5"))
     print(
         f"floor: {n} runs of an empty partitioned asset          {floor:7.1f} s   {n / floor * 60:6.1f} runs/min"
+        f"   (mean of {floor_before:.1f} s before the courier and {floor_after:.1f} s after it)"
     )
     print(
         f"courier: {n} supplier runs (100 KB files, ML off)      {runs:7.1f} s   {n / runs * 60:6.1f} suppliers/min"
