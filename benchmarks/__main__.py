@@ -1,5 +1,5 @@
 """make bench: every benchmark, each printing its figures against a floor measured in the
-same run. Takes about 5-8 minutes on a 2-core machine."""
+same run. Takes about 14 minutes on a 2-core machine."""
 
 import subprocess
 import sys
