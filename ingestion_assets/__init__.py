@@ -8,3 +8,9 @@ from dagster import BetaWarning, PreviewWarning
 # every run: nothing its users can act on, and it buries what they can in the logs.
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
+
+# Every process that loads the code location (run workers above all) waits for pool slots
+# asleep, not spinning: see pool_wait.py.
+from . import pool_wait  # noqa: E402
+
+pool_wait.apply()

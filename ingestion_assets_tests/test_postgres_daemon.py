@@ -10,19 +10,30 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunsFilter,
+    asset,
+    materialize,
+)
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from ingestion_assets import pools
 from ingestion_assets.ml.events import latest_ml_state
+from ingestion_assets.pools import set_pool_limits
 
 from . import loopback
 from .dagster_helpers import courier_resources, master_sheet_csv, sync_registry, sync_supplier
@@ -155,6 +166,48 @@ def test_the_schema_is_looked_up_once_per_process_and_a_missing_part_again(pg_ho
         with catalogue_queries() as missing:
             assert not storage.has_asset_key_col("added_by_a_later_migration")
         assert missing, "a part not found is looked for again"
+
+
+def test_a_step_waiting_for_a_pool_slot_sleeps_instead_of_spinning(pg_home):
+    """Both ml_analyze slots are held by other runs for a few seconds: the run whose step waits
+    for one must cost next to no CPU meanwhile (Dagster's own loop spins: pool_wait.py)."""
+    hold_s = 4.0
+
+    @asset(pool=pools.ML_ANALYZE)
+    def submission() -> None:
+        return None
+
+    @asset
+    def warm_up() -> None:
+        return None
+
+    with DagsterInstance.from_config(str(pg_home)) as instance:
+        assert set_pool_limits(instance)[pools.ML_ANALYZE] == 2
+        storage = instance.event_log_storage
+        held = [("other-run", "a"), ("other-run", "b")]
+        for run_id, step in held:
+            assert storage.claim_concurrency_slot(pools.ML_ANALYZE, run_id, step).is_claimed
+        assert materialize([warm_up], instance=instance).success  # first-run costs out of the way
+
+        def free() -> None:
+            for run_id, step in held:
+                storage.free_concurrency_slot_for_step(run_id, step)
+
+        timer = threading.Timer(hold_s, free)
+        cpu, wall = time.thread_time(), time.monotonic()
+        timer.start()
+        result = materialize([submission], instance=instance)
+        cpu, wall = time.thread_time() - cpu, time.monotonic() - wall
+        timer.join()
+        assert result.success
+        blocked = [
+            e
+            for e in result.all_events
+            if "blocked by limit for pool ml_analyze" in (e.message or "")
+        ]
+        assert blocked and wall >= hold_s, "the step waited for a slot"
+        # Spinning costs about a core for the whole wait; asleep, a few claims cost ≈0.1 s.
+        assert cpu < 1.0, f"{cpu:.2f} s of CPU in {wall:.1f} s of waiting for a pool slot"
 
 
 def test_the_pipeline_runs_on_the_postgres_instance(pg_home, server, tmp_path, ml_service):
