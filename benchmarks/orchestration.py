@@ -26,7 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterRunStatus, RunsFilter
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterRunStatus,
+    EventRecordsFilter,
+    RunsFilter,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -64,6 +71,21 @@ def runs_of(instance, job: str, expected: int, timeout: float):
 def span(records, since: float | None = None) -> float:
     start = since if since is not None else min(r.create_timestamp.timestamp() for r in records)
     return max(r.end_time for r in records) - start
+
+
+def pool_waits(instance, run_ids: set[str]) -> dict[str, int]:
+    """Per pool, how many steps of these runs waited for a slot (Dagster's engine event)."""
+    records = instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ENGINE_EVENT), limit=100_000
+    )
+    waited: dict[str, set[tuple[str, str]]] = {}
+    for record in records:
+        entry = record.event_log_entry
+        message = entry.dagster_event.message or ""
+        if entry.run_id in run_ids and message.startswith("Step blocked by limit for pool "):
+            pool = message.rsplit(" ", 1)[1]
+            waited.setdefault(pool, set()).add((entry.run_id, entry.step_key or ""))
+    return {pool: len(steps) for pool, steps in sorted(waited.items())}
 
 
 def floor_phase(postgres, root: Path, n: int, name: str) -> float:
@@ -129,6 +151,7 @@ def courier_phase(postgres, server, root: Path, n: int) -> dict:
                 "resync": span(again),
                 "resync_bytes": sum(s.bytes_sent for s in sources) - first_bytes,
                 "not_modified": sum(1 for s in sources if len(s.asked) == 2 and s.asked[1]),
+                "pool_waits": pool_waits(instance, first_ids),
             }
     finally:
         daemon.stop()
@@ -215,6 +238,8 @@ def main() -> None:
     print(
         f"ratio courier / floor                                 {ratio:7.2f}   goal ≤ 1.2: {'met' if ratio <= 1.2 else 'MISSED'}"
     )
+    waits = ", ".join(f"{pool} {count}" for pool, count in courier["pool_waits"].items())
+    print(f"courier: steps that waited for a pool slot            {waits or 'none'}")
     print(
         f"courier: whole sync, master sheet read included       {whole:7.1f} s   {n / whole * 60:6.1f} suppliers/min"
     )
