@@ -31,7 +31,6 @@ from dagster import (
     AssetRecordsFilter,
     DagsterEventType,
     DagsterRunStatus,
-    EventRecordsFilter,
     RunsFilter,
 )
 
@@ -75,16 +74,13 @@ def span(records, since: float | None = None) -> float:
 
 def pool_waits(instance, run_ids: set[str]) -> dict[str, int]:
     """Per pool, how many steps of these runs waited for a slot (Dagster's engine event)."""
-    records = instance.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.ENGINE_EVENT), limit=100_000
-    )
     waited: dict[str, set[tuple[str, str]]] = {}
-    for record in records:
-        entry = record.event_log_entry
-        message = entry.dagster_event.message or ""
-        if entry.run_id in run_ids and message.startswith("Step blocked by limit for pool "):
-            pool = message.rsplit(" ", 1)[1]
-            waited.setdefault(pool, set()).add((entry.run_id, entry.step_key or ""))
+    for run_id in run_ids:
+        for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+            message = entry.dagster_event.message or ""
+            if message.startswith("Step blocked by limit for pool "):
+                pool = message.rsplit(" ", 1)[1]
+                waited.setdefault(pool, set()).add((run_id, entry.step_key or ""))
     return {pool: len(steps) for pool, steps in sorted(waited.items())}
 
 
