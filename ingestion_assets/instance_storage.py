@@ -16,10 +16,11 @@ pre-ping pinged before every query: a supplier's run made ≈100 round trips for
 
 They also remember, per process, what they have seen of the schema. dagster-postgres asks the
 server's catalogue whether a table or column exists before many queries (nine times in one
-supplier's run, and again in every instance the code server builds for a sensor tick), and
-it inspects the tables whenever a storage is built. A table or column that exists stays: a
-schema only grows, by `dagster instance migrate`. A check that came back false is asked
-again, so a migration under a running process is still seen.
+supplier's run, and again in every instance the code server builds for a sensor tick); it
+inspects the tables whenever a storage is built; the schedule storage asks for the table
+names at every read and write of a sensor's state and tick. A table, a column or a data
+migration marked done stays: a schema only grows, by `dagster instance migrate`. A check
+that came back false is asked again, so a migration under a running process is still seen.
 """
 
 from __future__ import annotations
@@ -164,6 +165,11 @@ class PooledPostgresRunStorage(PostgresRunStorage):
     def has_backfill_tags_table(self) -> bool:
         return _seen(self.postgres_url, "table backfill_tags", super().has_backfill_tags_table)
 
+    def has_built_index(self, migration_name: str) -> bool:
+        # A data migration marked done stays done (the base remembers it per storage only).
+        check = partial(super().has_built_index, migration_name)
+        return _seen(self.postgres_url, f"runs index {migration_name}", check)
+
 
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
     @classmethod
@@ -182,11 +188,35 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         check = partial(super()._has_asset_key_col_on_connection, conn, column_name)
         return _seen(self.postgres_url, f"asset_keys.{column_name}", check)
 
+    def has_secondary_index(self, name: str) -> bool:
+        check = partial(super().has_secondary_index, name)
+        return _seen(self.postgres_url, f"event log index {name}", check)
+
 
 class PooledPostgresScheduleStorage(PostgresScheduleStorage):
+    """Every sensor tick reads and writes its instigator state and its tick, and each of those
+    asked the catalogue for the table names, up to three times (instigators, secondary indexes,
+    ...): a third of the daemon's work with six sensors ticking."""
+
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> Self:
         args = _args_from_config(cls, config_value)
         return _pooled(cls(inst_data=inst_data, **args), args)
+
+    def _has_instigators_table(self, conn: Connection) -> bool:
+        check = partial(super()._has_instigators_table, conn)
+        return _seen(self.postgres_url, "table instigators", check)
+
+    def _has_asset_daemon_asset_evaluations_table(self, conn: Connection) -> bool:
+        check = partial(super()._has_asset_daemon_asset_evaluations_table, conn)
+        return _seen(self.postgres_url, "table asset_daemon_asset_evaluations", check)
+
+    def has_secondary_index_table(self) -> bool:
+        check = super().has_secondary_index_table
+        return _seen(self.postgres_url, "table secondary_indexes", check)
+
+    def has_built_index(self, migration_name: str) -> bool:
+        check = partial(super().has_built_index, migration_name)
+        return _seen(self.postgres_url, f"schedule index {migration_name}", check)

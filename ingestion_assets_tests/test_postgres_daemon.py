@@ -168,6 +168,34 @@ def test_the_schema_is_looked_up_once_per_process_and_a_missing_part_again(pg_ho
         assert missing, "a part not found is looked for again"
 
 
+def sensor_bookkeeping(instance: DagsterInstance) -> None:
+    """What the daemon reads and writes around every sensor tick, and a run's index checks."""
+    storage = instance.schedule_storage
+    assert storage is not None
+    assert storage.supports_batch_queries  # the instigators table and its selector index
+    instance.all_instigator_state()
+    instance.get_instigator_state("origin", "selector")
+    storage.get_batch_ticks(["selector"], limit=1)
+    instance.get_ticks("origin", "selector", limit=1)
+    assert storage.has_secondary_index_table()
+    assert instance.event_log_storage.has_secondary_index("asset_key_table")
+    instance.run_storage.has_built_index("run_partitions")  # not built by every version
+
+
+def test_a_sensor_tick_does_not_ask_the_catalogue_once_the_process_has_seen_the_tables(pg_home):
+    """Dagster's schedule storage asked for the table names at each read and write of a
+    sensor's state and tick: a third of the daemon's work with six sensors ticking."""
+    with catalogue_queries() as first, DagsterInstance.from_config(str(pg_home)) as instance:
+        sensor_bookkeeping(instance)
+        assert first, "the first look asks the server"
+        with catalogue_queries() as again:
+            sensor_bookkeeping(instance)
+        assert again == [], "the same instance asks nothing twice"
+    with catalogue_queries() as later, DagsterInstance.from_config(str(pg_home)) as instance:
+        sensor_bookkeeping(instance)
+    assert later == [], "nor does the next instance of the process (one per sensor tick)"
+
+
 def test_a_step_waiting_for_a_pool_slot_sleeps_instead_of_spinning(pg_home):
     """Both ml_analyze slots are held by other runs for a few seconds: the run whose step waits
     for one must cost next to no CPU meanwhile (Dagster's own loop spins: pool_wait.py)."""
