@@ -37,6 +37,7 @@ from dagster import (
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import compile_as_installed  # noqa: E402
 from benchmarks.daemon import Daemon, wait_for  # noqa: E402
 from ingestion_assets_tests import loopback  # noqa: E402
 from ingestion_assets_tests.dagster_helpers import master_sheet_csv  # noqa: E402
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--suppliers", type=int, default=100)
     parser.add_argument("--latency-suppliers", type=int, default=20)
     args = parser.parse_args()
+    compile_as_installed()
     root = Path(tempfile.mkdtemp(prefix="courier-orch-"))
     postgres = PostgresServer()
     server = loopback.LoopbackServer()

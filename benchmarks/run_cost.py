@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import compile_as_installed  # noqa: E402
 from benchmarks.daemon import shipped_instance  # noqa: E402
 from benchmarks.orchestration import courier_env, price_list  # noqa: E402
 from ingestion_assets_tests import loopback  # noqa: E402
@@ -60,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     n = parser.parse_args().runs
+    compile_as_installed()
     root = Path(tempfile.mkdtemp(prefix="courier-run-cost-"))
     postgres = PostgresServer()
     server = loopback.LoopbackServer()
