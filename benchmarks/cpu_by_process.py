@@ -25,9 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import compile_as_installed  # noqa: E402
 from benchmarks.daemon import Daemon  # noqa: E402
-from benchmarks.orchestration import courier_env, price_list, runs_of, span  # noqa: E402
+from benchmarks.orchestration import runs_of, span, suppliers_env  # noqa: E402
 from ingestion_assets_tests import loopback  # noqa: E402
-from ingestion_assets_tests.dagster_helpers import master_sheet_csv  # noqa: E402
 from ingestion_assets_tests.postgres import PostgresServer  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -113,19 +112,7 @@ def main() -> None:
             "empty_job",
             n,
         )
-        body = price_list(2600)
-        rows = [
-            [
-                f"Supplier {i:03d}",
-                server.route(f"/s{i}.csv", loopback.file_body(body)),
-                "csv",
-                "",
-                "",
-            ]
-            for i in range(n)
-        ]
-        master = server.route("/master.csv", loopback.file_body(master_sheet_csv(rows)))
-        env = courier_env(root, master, "http://127.0.0.1:9", use_ml=False)
+        env = suppliers_env(server, root, n)
         courier = phase(
             postgres, root, "courier", "ingestion_assets.definitions", env, "supplier_sync", n
         )

@@ -114,6 +114,18 @@ def courier_env(root: Path, master: str, ml_url: str, use_ml: bool) -> dict:
     }
 
 
+def suppliers_env(server, root: Path, n: int) -> dict:
+    """The courier's environment for a master sheet of n suppliers with 100 KB files on the
+    loopback server, ML off (figure 2's setting, as run_cost.py and cpu_by_process.py use it)."""
+    body = price_list(2600)
+    rows = [
+        [f"Supplier {i:03d}", server.route(f"/s{i}.csv", loopback.file_body(body)), "csv", "", ""]
+        for i in range(n)
+    ]
+    master = server.route("/master.csv", loopback.file_body(master_sheet_csv(rows)))
+    return courier_env(root, master, "http://127.0.0.1:9", use_ml=False)
+
+
 def courier_phase(postgres, server, root: Path, n: int) -> dict:
     """A first sync of n suppliers, then a re-sync of the same, unchanged: run spans, and the
     body bytes the sources sent for each."""

@@ -24,9 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import compile_as_installed  # noqa: E402
 from benchmarks.daemon import shipped_instance  # noqa: E402
-from benchmarks.orchestration import courier_env, price_list  # noqa: E402
+from benchmarks.orchestration import suppliers_env  # noqa: E402
 from ingestion_assets_tests import loopback  # noqa: E402
-from ingestion_assets_tests.dagster_helpers import master_sheet_csv  # noqa: E402
 from ingestion_assets_tests.postgres import PostgresServer  # noqa: E402
 
 ONE_RUN = """
@@ -66,19 +65,7 @@ def main() -> None:
     postgres = PostgresServer()
     server = loopback.LoopbackServer()
     try:
-        body = price_list(2600)  # ≈ 100 KB, as figure 2
-        rows = [
-            [
-                f"Supplier {i:03d}",
-                server.route(f"/s{i}.csv", loopback.file_body(body)),
-                "csv",
-                "",
-                "",
-            ]
-            for i in range(n)
-        ]
-        master = server.route("/master.csv", loopback.file_body(master_sheet_csv(rows)))
-        courier = courier_env(root, master, "http://127.0.0.1:9", use_ml=False)
+        courier = suppliers_env(server, root, n)
         os.environ.update(
             shipped_instance(postgres, "run_cost", root / "home", {**courier, "BENCH_RUNS": str(n)})
         )
