@@ -135,7 +135,9 @@ def main() -> None:
         ("courier", courier_wall, courier_cpu),
     ):
         busy = sum(seconds for _, seconds in cpu.values()) / wall
-        print(f"{name}: {busy:.2f} cores busy on average over the runs' span")
+        print(
+            f"{name}: {busy:.2f} cores busy on average over the runs' span (the daemon's start-up included)"
+        )
 
 
 if __name__ == "__main__":
