@@ -234,7 +234,7 @@ def test_a_step_waiting_for_a_pool_slot_sleeps_instead_of_spinning(pg_home):
             if "blocked by limit for pool ml_analyze" in (e.message or "")
         ]
         assert blocked and wall >= hold_s, "the step waited for a slot"
-        # Spinning costs about a core for the whole wait; asleep, a few claims cost ≈0.1 s.
+        # Spinning costs about a core for the whole wait; asleep, only a few claims cost CPU.
         assert cpu < 1.0, f"{cpu:.2f} s of CPU in {wall:.1f} s of waiting for a pool slot"
 
 
