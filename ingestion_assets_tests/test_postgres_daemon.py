@@ -21,11 +21,14 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     RunsFilter,
     asset,
     materialize,
 )
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.utils import make_new_run_id
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from sqlalchemy import event
@@ -33,6 +36,7 @@ from sqlalchemy.engine import Engine
 
 from ingestion_assets import pools
 from ingestion_assets.ml.events import latest_ml_state
+from ingestion_assets.pool_wait import CLAIM_EVERY_S
 from ingestion_assets.pools import set_pool_limits
 
 from . import loopback
@@ -236,6 +240,31 @@ def test_a_step_waiting_for_a_pool_slot_sleeps_instead_of_spinning(pg_home):
         assert blocked and wall >= hold_s, "the step waited for a slot"
         # Spinning costs about a core for the whole wait; asleep, only a few claims cost CPU.
         assert cpu < 1.0, f"{cpu:.2f} s of CPU in {wall:.1f} s of waiting for a pool slot"
+
+
+def test_a_step_that_has_waited_long_still_asks_for_its_slot_every_second(pg_home):
+    """Dagster spaces a waiting step's claims further apart each time, up to 15 s; a freed slot
+    is assigned to the step that waited longest and idles until that step asks again. After a
+    long wait the step still asks within a second, and takes the slot when it does."""
+    with DagsterInstance.from_config(str(pg_home)) as instance:
+        set_pool_limits(instance)
+        storage = instance.event_log_storage
+        held = [("other-run", "a"), ("other-run", "b")]
+        for run_id, step in held:
+            assert storage.claim_concurrency_slot(pools.ML_ANALYZE, run_id, step).is_claimed
+        run = DagsterRun(job_name="supplier_sync", run_id=make_new_run_id())
+        with InstanceConcurrencyContext(instance, run) as waiting:
+            assert not waiting.claim(pools.ML_ANALYZE, "ml_analysis_result")
+            # Thirty refused claims: where Dagster's back-off reaches 15 s (≈2.5 min of waiting).
+            waiting._pending_claim_counts["ml_analysis_result"] = 30
+            time.sleep(waiting.interval_to_next_pending_claim_check())
+            assert not waiting.claim(pools.ML_ANALYZE, "ml_analysis_result"), "still held"
+            assert waiting.interval_to_next_pending_claim_check() <= CLAIM_EVERY_S
+            for run_id, step in held:
+                storage.free_concurrency_slot_for_step(run_id, step)
+            time.sleep(waiting.interval_to_next_pending_claim_check())
+            assert waiting.claim(pools.ML_ANALYZE, "ml_analysis_result"), "the freed slot"
+            waiting.free_step("ml_analysis_result")
 
 
 def test_the_pipeline_runs_on_the_postgres_instance(pg_home, server, tmp_path, ml_service):
