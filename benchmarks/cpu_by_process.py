@@ -32,6 +32,7 @@ from ingestion_assets_tests.postgres import PostgresServer  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = [  # (what the command line holds, the kind), first match wins
     ("dagster-daemon", "daemon"),
+    ("code-server start", "code server"),  # the proxy; its `api grpc` child serves
     ("api grpc", "code server"),
     ("spawn_main", "run worker"),
     ("watch_orphans", "log capture"),
@@ -84,7 +85,7 @@ class CpuSampler:
 
 def phase(postgres, root: Path, name: str, module: str, env: dict, job: str, n: int):
     daemon = Daemon(postgres, f"cpu_{name}", root / name, module, REPO, env)
-    sampler = CpuSampler(daemon.process.pid)
+    sampler = CpuSampler(daemon.pgid)
     try:
         with daemon.instance() as instance:
             wall = span(runs_of(instance, job, n, 900))

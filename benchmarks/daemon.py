@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,27 +33,50 @@ def shipped_instance(postgres, db: str, home: Path, env: dict) -> dict:
 
 
 class Daemon:
-    """`dagster-daemon run` for one workspace, on database `db` of `postgres`."""
+    """`dagster-daemon run` and a code server, started as the deployment starts them
+    (deployment/docker-compose.yaml): the code location served by `dagster code-server start`,
+    the daemon reaching it over gRPC (as deployment/workspace.yaml), on database `db` of
+    `postgres`. A daemon given the module instead (`python_module`) manages a code server of
+    its own and starts a new one every minute (Dagster's RELOAD_WORKSPACE_INTERVAL), loading
+    the whole code location again each time: a cost the deployment never pays, and a larger
+    one the larger the code location. Both run in one process group, `pgid`."""
 
     def __init__(
         self, postgres, db: str, workdir: Path, module: str, working_directory: Path, env: dict
     ):
         self.home = workdir / "home"
         self.env = shipped_instance(postgres, db, self.home, env)
-        self.workspace = workspace = workdir / "workspace.yaml"
-        workspace.write_text(
-            f"load_from:\n  - python_module:\n      module_name: {module}\n"
-            f"      working_directory: {working_directory}\n"
-        )
         self.log = open(workdir / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+        port = _free_port()
+        self.code_server = subprocess.Popen(
+            [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
+            + ["-m", module, "-d", str(working_directory), "--log-level", "warning"],
             env=self.env,
             cwd=workdir,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,  # a group of its own, which the daemon joins below
         )
+        self.pgid = self.code_server.pid
+        self.workspace = workspace = workdir / "workspace.yaml"
+        workspace.write_text(
+            f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n"
+            f"      location_name: {module}\n"
+        )
+        try:
+            _wait_until_serving(port, self.code_server)
+            self.process = subprocess.Popen(
+                [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+                env=self.env,
+                cwd=workdir,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                process_group=self.pgid,
+            )
+        except BaseException:
+            os.killpg(self.pgid, signal.SIGKILL)
+            self.log.close()
+            raise
         self.started = time.time()
 
     def instance(self):
@@ -73,11 +98,38 @@ class Daemon:
 
     def stop(self) -> None:
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+            os.killpg(self.pgid, signal.SIGTERM)
+            for process in (self.process, self.code_server):
+                process.wait(timeout=30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGKILL)
         self.log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_serving(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the code server answers with its code location loaded (the daemon would otherwise
+    see the location fail to load, and try again only a minute later)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    client = DagsterGrpcClient(port=port, host="127.0.0.1")
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the code server exited ({process.returncode}): see daemon.log")
+        try:
+            client.list_repositories()
+        except Exception:  # not listening yet, or still loading the code location
+            return False
+        return True
+
+    wait_for(serving, timeout, "the code server to load the code location", poll=0.2)
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 1.0):
