@@ -47,7 +47,7 @@ class Daemon:
         self.home = workdir / "home"
         self.env = shipped_instance(postgres, db, self.home, env)
         self.log = open(workdir / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
-        port = _free_port()
+        port = free_port()
         self.code_server = subprocess.Popen(
             [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(port)]
             + ["-m", module, "-d", str(working_directory), "--log-level", "warning"],
@@ -107,7 +107,7 @@ class Daemon:
         self.log.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

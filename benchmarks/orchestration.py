@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,18 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import compile_as_installed  # noqa: E402
-from benchmarks.daemon import Daemon, wait_for  # noqa: E402
+from benchmarks.daemon import Daemon, free_port, wait_for  # noqa: E402
 from ingestion_assets_tests import loopback  # noqa: E402
 from ingestion_assets_tests.dagster_helpers import master_sheet_csv  # noqa: E402
 from ingestion_assets_tests.postgres import PostgresServer  # noqa: E402
 
 DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def price_list(rows: int) -> bytes:

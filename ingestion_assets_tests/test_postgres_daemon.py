@@ -257,12 +257,12 @@ def test_a_step_that_has_waited_long_still_asks_for_its_slot_every_second(pg_hom
             assert not waiting.claim(pools.ML_ANALYZE, "ml_analysis_result")
             # Thirty refused claims: where Dagster's back-off reaches 15 s (≈2.5 min of waiting).
             waiting._pending_claim_counts["ml_analysis_result"] = 30
-            time.sleep(waiting.interval_to_next_pending_claim_check())
+            time.sleep(waiting.interval_to_next_pending_claim_check() + 0.05)  # due: it asks
             assert not waiting.claim(pools.ML_ANALYZE, "ml_analysis_result"), "still held"
             assert waiting.interval_to_next_pending_claim_check() <= CLAIM_EVERY_S
             for run_id, step in held:
                 storage.free_concurrency_slot_for_step(run_id, step)
-            time.sleep(waiting.interval_to_next_pending_claim_check())
+            time.sleep(waiting.interval_to_next_pending_claim_check() + 0.05)
             assert waiting.claim(pools.ML_ANALYZE, "ml_analysis_result"), "the freed slot"
             waiting.free_step("ml_analysis_result")
 
